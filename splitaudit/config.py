@@ -1,0 +1,81 @@
+"""AuditConfig: every setting of a scan, validated where it enters."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+
+from splitaudit.errors import invalid_param
+from splitaudit.matching import MatchConfig
+from splitaudit.report import FAIL_ON
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Settings of one audit.
+
+    Attributes
+    ----------
+    embeddings : bool
+        Compute CNN embeddings (needs TensorFlow and weights). False = hash-only scan.
+    weights : str or None
+        Explicit weights file for the CNN.
+    download_weights : bool
+        Allow Keras to download ImageNet weights when none are cached (network access).
+    require_embeddings : bool
+        Fail instead of falling back to a hash-only scan when weights cannot be had.
+    input_size : int or None
+        CNN input side (None: the embedder's default).
+    batch_size : int
+        CNN batch size.
+    workers : int or None
+        Decoding processes (None: automatic; 0: in-process).
+    max_pixels : int or None
+        Decompression-bomb limit (None: Pillow's default).
+    fail_on : str
+        ``exact``, ``near``, ``similar`` or ``never``: which matches make the exit code 1.
+    max_leak_rate : float
+        Share of a split's samples that may have copies before it counts as leaked.
+    checks : tuple of str or None
+        Check ids to run (None: all).
+    match : MatchConfig
+        Matcher thresholds.
+    """
+
+    embeddings: bool = True
+    weights: str | None = None
+    download_weights: bool = False
+    require_embeddings: bool = False
+    input_size: int | None = None
+    batch_size: int = 64
+    workers: int | None = None
+    max_pixels: int | None = None
+    fail_on: str = "near"
+    max_leak_rate: float = 0.0
+    checks: tuple[str, ...] | None = None
+    match: MatchConfig = field(default_factory=MatchConfig)
+
+    def __post_init__(self) -> None:
+        if self.fail_on not in FAIL_ON:
+            raise invalid_param("fail_on", "scan", f"one of {', '.join(FAIL_ON)}", self.fail_on)
+        r = self.max_leak_rate
+        if not isinstance(r, (int, float)) or isinstance(r, bool) or not 0.0 <= r <= 1.0:
+            raise invalid_param("max_leak_rate", "scan", "a float in [0, 1]", r)
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise invalid_param("batch_size", "scan", "a positive int", self.batch_size)
+        if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 0):
+            raise invalid_param("workers", "scan", "a non-negative int", self.workers)
+        if self.max_pixels is not None and (not isinstance(self.max_pixels, int) or self.max_pixels < 1):
+            raise invalid_param("max_pixels", "scan", "a positive int", self.max_pixels)
+        if self.weights is not None and not os.path.isfile(self.weights):
+            raise invalid_param("weights", "scan", "an existing weights file", self.weights)
+        if self.checks is not None:
+            from splitaudit.checks import REGISTRY
+
+            for c in self.checks:
+                if c not in REGISTRY:
+                    raise invalid_param("checks", "scan", f"check ids from {', '.join(REGISTRY)}", c)
+
+    def to_dict(self) -> dict:
+        """Plain dict of the settings (for the report)."""
+        return asdict(self)

@@ -1,0 +1,1 @@
+"""Per-image fingerprints: content digests, perceptual hashes and CNN embeddings."""

@@ -1,0 +1,224 @@
+"""Candidate pairs -> verified ``exact`` / ``near`` / ``similar`` matches.
+
+Candidates come from several signals, because no single one finds every kind of copy:
+identical digests (exact copies), pHash within a Hamming radius in both orientations (cheap,
+catches re-encodes), nearest neighbours of the thumbnail descriptor in both orientations
+(catches brightness/contrast/colour/blur/grey), and nearest neighbours of the CNN embedding
+(catches crops, rotations, overlays). Every candidate is then verified by aligning the two
+thumbnails (:mod:`splitaudit.alignment`) before it is called a copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from splitaudit import alignment
+from splitaudit.errors import invalid_param
+from splitaudit.extract import FingerprintTable
+from splitaudit.neighbours import Neighbours, exact_matches, hamming_within, vector_knn
+
+EXACT, NEAR, SIMILAR = 0, 1, 2
+KIND_NAMES = ("exact", "near", "similar")
+
+
+@dataclass(frozen=True)
+class MatchConfig:
+    """Thresholds of the matcher; every default was chosen on ``benchmarks/accuracy.py``.
+
+    Attributes
+    ----------
+    near_threshold : float
+        Minimum aligned NCC (robust to a small overlay) for a ``near`` duplicate.
+    similar_threshold : float
+        Minimum aligned NCC for ``similar`` (same scene, not a copy).
+    similar_cosine : float
+        Minimum CNN cosine for ``similar`` when embeddings are available.
+    hash_radius : int
+        pHash Hamming radius that makes a pair a candidate.
+    k_thumb, k_embedding : int
+        Nearest neighbours per query taken from the thumbnail and CNN indexes.
+    screen_threshold : float
+        Coarse alignment score below which a candidate is dropped before the full search.
+    flat_std : float
+        Grey-level standard deviation below which a thumbnail counts as blank.
+    """
+
+    near_threshold: float = 0.92
+    similar_threshold: float = 0.90
+    similar_cosine: float = 0.90
+    hash_radius: int = 10
+    k_thumb: int = 3
+    k_embedding: int = 5
+    screen_threshold: float = 0.5
+    flat_std: float = 3.0
+
+    def __post_init__(self) -> None:
+        for name in ("near_threshold", "similar_threshold", "similar_cosine", "screen_threshold"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0.0 <= v <= 1.0:
+                raise invalid_param(name, "scan", "a float in [0, 1]", v)
+        for name, lo, hi in (("hash_radius", 0, 64), ("k_thumb", 0, 100), ("k_embedding", 0, 100)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise invalid_param(name, "scan", f"an int in [{lo}, {hi}]", v)
+
+
+@dataclass(frozen=True)
+class Matches:
+    """Verified pairs between a query set and a reference set (indices into the table).
+
+    Attributes
+    ----------
+    query, reference : numpy.ndarray
+        (P,) table row of each side.
+    kind : numpy.ndarray
+        (P,) EXACT, NEAR or SIMILAR.
+    ncc : numpy.ndarray
+        (P,) best aligned NCC (1.0 for exact copies).
+    cosine : numpy.ndarray
+        (P,) CNN cosine similarity, NaN without embeddings.
+    hamming : numpy.ndarray
+        (P,) pHash Hamming distance (smaller of the two orientations).
+    evidence : list of str
+        Why the pair matched: "same bytes", "same pixels" or the aligning transform.
+    """
+
+    query: np.ndarray
+    reference: np.ndarray
+    kind: np.ndarray
+    ncc: np.ndarray
+    cosine: np.ndarray
+    hamming: np.ndarray
+    evidence: list[str]
+
+    def __len__(self) -> int:
+        return len(self.query)
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    return np.unpackbits(x, axis=-1).sum(axis=-1)
+
+
+class Matcher:
+    """Matches query rows against reference rows of one :class:`FingerprintTable`.
+
+    Derived arrays (blurred thumbnails, descriptors, aspect bins) are computed once here and
+    shared by every split pair and every check.
+    """
+
+    def __init__(self, table: FingerprintTable, config: MatchConfig | None = None) -> None:
+        self.table = table
+        self.config = config or MatchConfig()
+        self.prepared = alignment.prepare_thumbs(table.thumbs)
+        self.desc = alignment.descriptors(self.prepared)
+        self.desc_flip = alignment.descriptors(self.prepared, flip=True)
+        self.aspect = alignment.aspect_bin(table.width, table.height)
+        self.flat = table.thumbs.reshape(len(table), -1).std(axis=1) < self.config.flat_std
+
+    def candidates(self, query: np.ndarray, reference: np.ndarray, *, exhaustive_hash: bool = True) -> np.ndarray:
+        """Union of candidate pairs from every signal, as (P, 2) table rows (query, reference)."""
+        t, c = self.table, self.config
+        found: list[np.ndarray] = []
+
+        def add(nb: Neighbours) -> None:
+            found.append(np.stack([query[nb.query], reference[nb.reference]], axis=1))
+
+        if exhaustive_hash:
+            add(hamming_within(t.phash[reference], t.phash[query], c.hash_radius))
+            add(hamming_within(t.phash[reference], t.phash_flip[query], c.hash_radius))
+        if c.k_thumb:
+            add(vector_knn(self.desc[reference], self.desc[query], c.k_thumb, min_score=0.3))
+            add(vector_knn(self.desc[reference], self.desc_flip[query], c.k_thumb, min_score=0.3))
+        if t.embeddings is not None and c.k_embedding:
+            add(vector_knn(t.embeddings[reference], t.embeddings[query], c.k_embedding, min_score=0.5))
+        if not found:
+            return np.zeros((0, 2), np.int64)
+        pairs = np.concatenate(found)
+        return np.unique(pairs, axis=0) if len(pairs) else pairs
+
+    def verify(self, pairs: np.ndarray) -> Matches:
+        """Classify candidate pairs; pairs that are neither copies nor similar are dropped."""
+        t, c = self.table, self.config
+        q, r = pairs[:, 0], pairs[:, 1]
+        p = len(q)
+        kind = np.full(p, -1, np.int8)
+        ncc = np.zeros(p, np.float32)
+        evidence = [""] * p
+        same_bytes = (t.file_digest[q] == t.file_digest[r]).all(axis=1)
+        same_pixels = (t.pixel_digest[q] == t.pixel_digest[r]).all(axis=1)
+        for i in np.flatnonzero(same_bytes | same_pixels):
+            kind[i], ncc[i] = EXACT, 1.0
+            evidence[i] = "same bytes" if same_bytes[i] else "same pixels"
+        # Blank images carry no structure to align: equal mean grey is all one can say.
+        both_flat = self.flat[q] & self.flat[r] & (kind < 0)
+        mean_diff = np.abs(t.thumbs[q].mean(axis=(1, 2)) - t.thumbs[r].mean(axis=(1, 2)))
+        for i in np.flatnonzero(both_flat & (mean_diff <= 4.0)):
+            kind[i], ncc[i], evidence[i] = NEAR, 1.0, "both blank, same grey level"
+        todo = np.flatnonzero((kind < 0) & ~self.flat[q] & ~self.flat[r])
+        if len(todo):
+            pa, pb = self.prepared[r[todo]], self.prepared[q[todo]]
+            aa, ab = self.aspect[r[todo]], self.aspect[q[todo]]
+            coarse = alignment.align_pairs(pa, pb, aa, ab, coarse=True)
+            keep = coarse.ncc >= c.screen_threshold
+            sub = np.flatnonzero(keep)
+            if len(sub):
+                fine = alignment.align_pairs(
+                    pa[sub], pb[sub], aa[sub], ab[sub], hints=[coarse.transform[i] for i in sub]
+                )
+                robust = alignment.robust_scores(
+                    pa[sub], pb[sub], aa[sub], ab[sub], fine.transform, fine.direction
+                )
+                score = np.maximum(robust, fine.ncc)
+                for j, i in enumerate(todo[sub]):
+                    ncc[i] = score[j]
+                    evidence[i] = fine.transform[j].describe()
+                    if score[j] >= c.near_threshold:
+                        kind[i] = NEAR
+                    elif score[j] >= c.similar_threshold:
+                        kind[i] = SIMILAR
+            ncc[todo[~keep]] = coarse.ncc[~keep]
+        cosine = np.full(p, np.nan, np.float32)
+        if t.embeddings is not None:
+            cosine = np.einsum(
+                "pd,pd->p", t.embeddings[q].astype(np.float32), t.embeddings[r].astype(np.float32)
+            )
+            # High CNN similarity without alignment: same scene or object, not a copy.
+            kind[(kind < 0) & (cosine >= c.similar_cosine)] = SIMILAR
+        hamming = np.minimum(
+            _popcount(t.phash[q] ^ t.phash[r]), _popcount(t.phash_flip[q] ^ t.phash[r])
+        ).astype(np.int16)
+        sel = np.flatnonzero(kind >= 0)
+        return Matches(
+            query=q[sel], reference=r[sel], kind=kind[sel], ncc=ncc[sel],
+            cosine=cosine[sel], hamming=hamming[sel], evidence=[evidence[i] for i in sel],
+        )
+
+    def match(self, query: np.ndarray, reference: np.ndarray) -> Matches:
+        """Find and verify every match of ``query`` rows among ``reference`` rows."""
+        query = query[self.table.ok[query]]
+        reference = reference[self.table.ok[reference]]
+        digests = exact_matches(self.table.file_digest[reference], self.table.file_digest[query])
+        pairs = [np.stack([query[digests.query], reference[digests.reference]], axis=1)]
+        pairs.append(self.candidates(query, reference))
+        allp = np.concatenate(pairs)
+        allp = np.unique(allp, axis=0) if len(allp) else np.zeros((0, 2), np.int64)
+        return self.verify(allp)
+
+    def match_within(self, rows: np.ndarray) -> Matches:
+        """Copies inside one split (exact digests and close pHashes only: it is informational)."""
+        rows = rows[self.table.ok[rows]]
+        t = self.table
+        digests = exact_matches(t.file_digest[rows], t.file_digest[rows])
+        close = hamming_within(t.phash[rows], t.phash[rows], min(self.config.hash_radius, 6))
+        pairs = np.concatenate([
+            np.stack([rows[digests.query], rows[digests.reference]], axis=1),
+            np.stack([rows[close.query], rows[close.reference]], axis=1),
+        ])
+        pairs = pairs[pairs[:, 0] > pairs[:, 1]]  # each unordered pair once, no self pairs
+        pairs = np.unique(pairs, axis=0) if len(pairs) else np.zeros((0, 2), np.int64)
+        m = self.verify(pairs)
+        keep = m.kind != SIMILAR
+        return Matches(m.query[keep], m.reference[keep], m.kind[keep], m.ncc[keep],
+                       m.cosine[keep], m.hamming[keep], [e for e, k in zip(m.evidence, keep) if k])

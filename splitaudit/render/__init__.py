@@ -1,0 +1,1 @@
+"""Renderings of an AuditReport: pure functions from a report to text."""
