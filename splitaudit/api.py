@@ -152,7 +152,7 @@ def audit_samples(
     verdict = decide_verdict(summaries, pairs, fail_on=config.fail_on, max_leak_rate=config.max_leak_rate)
     settings = {
         "version": __version__,
-        "embeddings": embedder.identity() if embedder is not None else None,
+        "embedder": embedder.identity() if embedder is not None else None,
         **{k: v for k, v in config.to_dict().items() if k not in ("checks",)},
     }
     return AuditReport(

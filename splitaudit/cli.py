@@ -70,9 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--require-embeddings", action="store_true",
                       help="exit 2 instead of falling back to a hash-only scan when weights are missing")
     scan.add_argument("--near-threshold", type=_unit_float, metavar="NCC",
-                      help="aligned-NCC threshold for near duplicates (default 0.92)")
+                      help="aligned-NCC threshold for near duplicates (default 0.90)")
     scan.add_argument("--similar-threshold", type=_unit_float, metavar="NCC",
-                      help="aligned-NCC threshold for similar pairs (default 0.90)")
+                      help="aligned-NCC threshold for similar pairs (default 0.85)")
     scan.add_argument("--workers", type=_non_negative_int, metavar="N",
                       help="decoding processes (default: cores, less one for the CNN; 0 = in-process)")
     scan.add_argument("--batch-size", type=_non_negative_int, default=64, metavar="N", help="CNN batch size")
@@ -206,7 +206,10 @@ def _usage(message: str) -> _UsageError:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed
+        return int(exc.code or 0)
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE

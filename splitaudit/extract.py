@@ -26,8 +26,9 @@ from splitaudit.sources.base import Sample
 CHUNK = 64
 #: Below this many samples, work in-process: starting workers costs more than it saves.
 MIN_PARALLEL = 256
-#: Smallest decode size: the 32x32 thumbnail only needs this much (JPEG draft mode).
-MIN_DECODE_SIDE = 64
+#: Smallest decode size. The 32x32 thumbnail needs far less, but images whose shorter side is
+#: under twice this decode at full size, so their pixel digests can prove "same pixels".
+MIN_DECODE_SIDE = 128
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -89,7 +90,8 @@ def _work(task: tuple[list[tuple[int, str]], int | None, int, int]) -> _ChunkRes
         except DecodeError as exc:
             errors.append((index, exc.reason))
             continue
-        fp = fingerprint_image(raw, rgb, cnn_size=cnn_size)
+        reduced = rgb.shape[0] != info.height or rgb.shape[1] != info.width
+        fp = fingerprint_image(raw, rgb, cnn_size=cnn_size, reduced=reduced)
         indices.append(index)
         rows.append(
             (fp.file_digest, fp.pixel_digest, fp.phash, fp.phash_flip, fp.thumb, info.width, info.height)

@@ -45,8 +45,8 @@ class MatchConfig:
         Grey-level standard deviation below which a thumbnail counts as blank.
     """
 
-    near_threshold: float = 0.92
-    similar_threshold: float = 0.90
+    near_threshold: float = 0.90
+    similar_threshold: float = 0.85
     similar_cosine: float = 0.90
     hash_radius: int = 10
     k_thumb: int = 3

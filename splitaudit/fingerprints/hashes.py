@@ -82,7 +82,7 @@ def _phash_bytes(thumb: Image.Image) -> bytes:
 
 
 def fingerprint_image(
-    raw: bytes, rgb: np.ndarray, *, cnn_size: int | None = None
+    raw: bytes, rgb: np.ndarray, *, cnn_size: int | None = None, reduced: bool = False
 ) -> ImageFingerprint:
     """Compute every fingerprint of one image.
 
@@ -94,6 +94,10 @@ def fingerprint_image(
         (H, W, 3) uint8 decoded pixels.
     cnn_size : int or None
         When given, also return the image resized to (cnn_size, cnn_size) for the CNN.
+    reduced : bool
+        True when ``rgb`` was decoded at reduced size (JPEG draft mode): its pixels then say
+        nothing about the full-size pixels, so the pixel digest is derived from the file digest
+        instead (such an image is an exact match only of byte-identical files).
 
     Returns
     -------
@@ -106,9 +110,11 @@ def fingerprint_image(
         cnn_input = np.asarray(
             image.resize((cnn_size, cnn_size), Image.Resampling.BILINEAR, reducing_gap=2.0)
         )
+    fdig = file_digest(raw)
+    pdig = file_digest(b"reduced:" + fdig) if reduced else pixel_digest(rgb)
     return ImageFingerprint(
-        file_digest=file_digest(raw),
-        pixel_digest=pixel_digest(rgb),
+        file_digest=fdig,
+        pixel_digest=pdig,
         phash=_phash_bytes(thumb),
         phash_flip=_phash_bytes(thumb.transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
         thumb=np.asarray(thumb, dtype=np.uint8),
