@@ -294,10 +294,15 @@ def align_pairs(
 _IDENTITY = Transform("identity", False, (1.0, 1.0), (0.0, 0.0), 0.0)
 
 
-#: Blocks (of a 4x4 tiling of the grid) ignored by the robust score: a caption or logo pasted
-#: over a copy changes one or two blocks a lot, a different picture changes all of them.
-DROP_BLOCKS = 2
-_BLOCK = ((_POINTS[_MASK] + 0.5) * 4).astype(int).clip(0, 3) @ np.array([1, 4])
+#: The robust score tiles the grid into TILES x TILES blocks and ignores the DROP_BLOCKS that
+#: match worst: a caption or logo pasted over a copy changes a few blocks a lot, a different
+#: picture changes all of them.
+TILES = 4
+DROP_BLOCKS = 3
+
+
+def _blocks(tiles: int) -> np.ndarray:
+    return ((_POINTS[_MASK] + 0.5) * tiles).astype(int).clip(0, tiles - 1) @ np.array([1, tiles])
 
 
 def robust_scores(
@@ -307,13 +312,18 @@ def robust_scores(
     aspect_b: np.ndarray,
     transforms: list[Transform],
     directions: np.ndarray,
+    *,
+    tiles: int = TILES,
+    drop: int = DROP_BLOCKS,
 ) -> np.ndarray:
-    """NCC at each pair's best transform after dropping the DROP_BLOCKS worst-matching blocks."""
+    """NCC at each pair's best transform after dropping the ``drop`` worst-matching blocks."""
     p = len(prepared_a)
     out = np.zeros(p, np.float32)
     m = int(_MASK.sum())
-    onehot = np.zeros((m, 16), np.float32)
-    onehot[np.arange(m), _BLOCK] = 1.0
+    block = _blocks(tiles)
+    nb = tiles * tiles
+    onehot = np.zeros((m, nb), np.float32)
+    onehot[np.arange(m), block] = 1.0
     groups: dict[tuple[int, int, int], list[int]] = {}
     for i in range(p):
         d = int(directions[i])
@@ -327,11 +337,11 @@ def robust_scores(
         fixed, moving = (prepared_b, prepared_a) if d == 0 else (prepared_a, prepared_b)
         f = _normalise(np.asarray(op[ident * m:(ident + 1) * m] @ fixed[sel].T).T)
         w = _normalise(np.asarray(op[ti * m:(ti + 1) * m] @ moving[sel].T).T)
-        energy = ((w - f) ** 2) @ onehot  # (P, 16) residual per block
-        worst = np.argsort(-energy, axis=1)[:, :DROP_BLOCKS]
-        drop = np.zeros((len(sel), 16), bool)
-        np.put_along_axis(drop, worst, True, axis=1)
-        keep = ~drop[:, _BLOCK]
+        energy = ((w - f) ** 2) @ onehot  # (P, blocks) residual per block
+        worst = np.argsort(-energy, axis=1)[:, :drop]
+        dropped = np.zeros((len(sel), nb), bool)
+        np.put_along_axis(dropped, worst, True, axis=1)
+        keep = ~dropped[:, block]
         fk = np.where(keep, f, 0.0)
         wk = np.where(keep, w, 0.0)
         cnt = keep.sum(1, keepdims=True)

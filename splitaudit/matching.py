@@ -30,7 +30,14 @@ class MatchConfig:
     Attributes
     ----------
     near_threshold : float
-        Minimum aligned NCC (robust to a small overlay) for a ``near`` duplicate.
+        Aligned NCC (robust to a small overlay) that alone makes a pair a ``near`` duplicate.
+    near_threshold_cnn : float
+        Lower aligned NCC that makes a ``near`` duplicate when the CNN agrees
+        (cosine >= ``near_cosine``). Small images of simple scenes (a ship on the sea) align
+        with lookalikes up to ~0.95; the CNN tells those apart, so without embeddings the
+        stricter ``near_threshold`` applies alone.
+    near_cosine : float
+        CNN cosine that confirms a pair between ``near_threshold_cnn`` and ``near_threshold``.
     similar_threshold : float
         Minimum aligned NCC for ``similar`` (same scene, not a copy).
     similar_cosine : float
@@ -45,7 +52,9 @@ class MatchConfig:
         Grey-level standard deviation below which a thumbnail counts as blank.
     """
 
-    near_threshold: float = 0.90
+    near_threshold: float = 0.96
+    near_threshold_cnn: float = 0.90
+    near_cosine: float = 0.70
     similar_threshold: float = 0.85
     similar_cosine: float = 0.90
     hash_radius: int = 10
@@ -55,7 +64,8 @@ class MatchConfig:
     flat_std: float = 3.0
 
     def __post_init__(self) -> None:
-        for name in ("near_threshold", "similar_threshold", "similar_cosine", "screen_threshold"):
+        for name in ("near_threshold", "near_threshold_cnn", "near_cosine", "similar_threshold",
+                     "similar_cosine", "screen_threshold"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0.0 <= v <= 1.0:
                 raise invalid_param(name, "scan", "a float in [0, 1]", v)
@@ -156,6 +166,12 @@ class Matcher:
         mean_diff = np.abs(t.thumbs[q].mean(axis=(1, 2)) - t.thumbs[r].mean(axis=(1, 2)))
         for i in np.flatnonzero(both_flat & (mean_diff <= 4.0)):
             kind[i], ncc[i], evidence[i] = NEAR, 1.0, "both blank, same grey level"
+        cosine = np.full(p, np.nan, np.float32)
+        if t.embeddings is not None:
+            cosine = np.einsum(
+                "pd,pd->p", t.embeddings[q].astype(np.float32), t.embeddings[r].astype(np.float32)
+            )
+        cnn_confirms = cosine >= c.near_cosine  # False where NaN (no embeddings)
         todo = np.flatnonzero((kind < 0) & ~self.flat[q] & ~self.flat[r])
         if len(todo):
             pa, pb = self.prepared[r[todo]], self.prepared[q[todo]]
@@ -174,18 +190,15 @@ class Matcher:
                 for j, i in enumerate(todo[sub]):
                     ncc[i] = score[j]
                     evidence[i] = fine.transform[j].describe()
-                    if score[j] >= c.near_threshold:
+                    if score[j] >= c.near_threshold or (
+                        score[j] >= c.near_threshold_cnn and cnn_confirms[i]
+                    ):
                         kind[i] = NEAR
                     elif score[j] >= c.similar_threshold:
                         kind[i] = SIMILAR
             ncc[todo[~keep]] = coarse.ncc[~keep]
-        cosine = np.full(p, np.nan, np.float32)
-        if t.embeddings is not None:
-            cosine = np.einsum(
-                "pd,pd->p", t.embeddings[q].astype(np.float32), t.embeddings[r].astype(np.float32)
-            )
-            # High CNN similarity without alignment: same scene or object, not a copy.
-            kind[(kind < 0) & (cosine >= c.similar_cosine)] = SIMILAR
+        # High CNN similarity without alignment: same scene or object, not a copy.
+        kind[(kind < 0) & (cosine >= c.similar_cosine)] = SIMILAR
         hamming = np.minimum(
             _popcount(t.phash[q] ^ t.phash[r]), _popcount(t.phash_flip[q] ^ t.phash[r])
         ).astype(np.int16)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
 #: Transform families that produce a byte- or pixel-identical copy.
 EXACT_FAMILIES = ("exact", "png")
@@ -114,10 +114,14 @@ def _overlay(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     out = image.copy()
     draw = ImageDraw.Draw(out)
     w, h = out.size
-    # A watermark-like caption over ~5% of the picture, in a corner band.
-    x, y = int(rng.uniform(0.02, 0.4) * w), int(rng.choice([0.03, 0.85]) * h)
-    draw.rectangle([x, y, x + w // 3, y + max(h // 10, 3)], fill=(255, 255, 255))
-    draw.text((x + 2, y), "(c) 2026", fill=(0, 0, 0))
+    # A watermark-like caption covering ~3% of the picture, in a top or bottom band.
+    bw, bh = max(3, w // 4), max(2, h // 8)
+    x = int(rng.uniform(0.02, 0.7) * w)
+    y = int(rng.choice([0.03, 0.85]) * h)
+    draw.rectangle([x, y, x + bw, y + bh], fill=(255, 255, 255))
+    if bh >= 8:
+        font = ImageFont.load_default(size=max(6, bh - 2))
+        draw.text((x + 1, y), "(c) 2026", fill=(0, 0, 0), font=font)
     return out
 
 
