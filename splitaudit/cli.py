@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--split", action="append", default=[], metavar="NAME=PATH",
                       help="explicit split folder (repeatable); paths are relative to DATASET_DIR when given")
     scan.add_argument("--manifest", metavar="CSV", help="CSV with columns path,split[,label][,group]")
-    scan.add_argument("--format", choices=("text", "json"), default="text", help="report format (default text)")
+    scan.add_argument("--format", choices=("text", "json", "html"), default="text",
+                      help="report format (default text); html is one self-contained file, best with --output")
     scan.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE instead of stdout")
     scan.add_argument("--fail-on", choices=("exact", "near", "similar", "never"), default="near",
                       help="exit 1 when matches of this kind or worse exceed --max-leak-rate (default near)")
@@ -158,6 +159,10 @@ def _cmd_scan(args: argparse.Namespace) -> int:
         from splitaudit.render.json import render_json
 
         text = render_json(report)
+    elif args.format == "html":
+        from splitaudit.render.html import render_html
+
+        text = render_html(report)
     else:
         from splitaudit.render.text import render_text
 

@@ -303,6 +303,18 @@ class AuditReport:
             "notes": list(self.notes),
         }
 
+    def to_html(self, **kw: Any) -> str:
+        """One self-contained HTML file (see :func:`splitaudit.render.html.render_html`)."""
+        from splitaudit.render.html import render_html
+
+        return render_html(self, **kw)
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the HTML report in a sandboxed iframe (at most 1000 pairs)."""
+        from splitaudit.render.html import render_notebook
+
+        return render_notebook(self)
+
 
 def _json_safe(value: Any) -> Any:
     if isinstance(value, dict):
