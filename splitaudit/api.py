@@ -13,7 +13,7 @@ from splitaudit.checks import REGISTRY, AuditContext
 from splitaudit.config import AuditConfig
 from splitaudit.errors import MissingWeightsError
 from splitaudit.extract import FingerprintTable, extract
-from splitaudit.matching import KIND_NAMES, Matcher, Matches
+from splitaudit.matching import EXACT, KIND_NAMES, NEAR, Matcher, Matches
 from splitaudit.report import (
     AuditReport,
     DuplicatePair,
@@ -49,6 +49,39 @@ def _make_embedder(config: AuditConfig, notes: list[str], notice: NoticeFn | Non
         if notice is not None:
             notice(str(exc))
         return None
+
+
+#: Near pairs this close may be the same pixels in another encoding of an image that was
+#: decoded at reduced size (large JPEG): decode both at full size to find out.
+EXACT_RECHECK_NCC = 0.995
+
+
+def _confirm_exact(samples: SampleSet, table: FingerprintTable, m: Matches) -> None:
+    """Upgrade near pairs whose full-size decoded pixels are identical to ``exact`` (in place).
+
+    Fingerprints of large images come from a reduced decode, so their pixel digests cannot
+    prove "same pixels"; the few candidate pairs are re-decoded here, at the I/O edge.
+    """
+    from splitaudit.errors import DecodeError
+    from splitaudit.imaging import load_rgb
+
+    full_size = 1 << 30  # a min_side no image reaches: no draft mode, no reduction
+    for i in np.flatnonzero((m.kind == NEAR) & (m.ncc >= EXACT_RECHECK_NCC)):
+        q, r = int(m.query[i]), int(m.reference[i])
+        if (table.width[q], table.height[q]) != (table.width[r], table.height[r]):
+            continue
+        a, b = samples.samples[q].abspath, samples.samples[r].abspath
+        if a is None or b is None:
+            continue
+        try:
+            pa, _ = load_rgb(a, min_side=full_size)
+            pb, _ = load_rgb(b, min_side=full_size)
+        except DecodeError:
+            continue
+        if pa.shape == pb.shape and np.array_equal(pa, pb):
+            m.kind[i] = EXACT
+            m.ncc[i] = 1.0
+            m.evidence[i] = "same pixels"
 
 
 def _ref(samples: SampleSet, row: int) -> SampleRef:
@@ -132,6 +165,7 @@ def audit_samples(
     todo = [(q, r) for qi, q in enumerate(order) for r in order[:qi]]
     for done, (q, r) in enumerate(todo):
         cross[(q, r)] = matcher.match(rows[q], rows[r])
+        _confirm_exact(samples, table, cross[(q, r)])
         if progress is not None:
             progress("search", done + 1, len(todo))
     within = {s: matcher.match_within(rows[s]) for s in order}

@@ -38,6 +38,13 @@ class MatchConfig:
         stricter ``near_threshold`` applies alone.
     near_cosine : float
         CNN cosine that confirms a pair between ``near_threshold_cnn`` and ``near_threshold``.
+    large_rotation : float
+        Rotations beyond this many degrees need ``large_rotation_threshold`` and get no CNN
+        shortcut: smooth skies and walls line up under large rotations (on
+        benchmarks/accuracy.py every false pair aligned by a rotation over 16 degrees, no true
+        one did below NCC 0.975).
+    large_rotation_threshold : float
+        Aligned NCC required for a copy rotated beyond ``large_rotation``.
     similar_threshold : float
         Minimum aligned NCC for ``similar`` (same scene, not a copy).
     similar_cosine : float
@@ -55,6 +62,8 @@ class MatchConfig:
     near_threshold: float = 0.96
     near_threshold_cnn: float = 0.90
     near_cosine: float = 0.70
+    large_rotation: float = 16.0
+    large_rotation_threshold: float = 0.98
     similar_threshold: float = 0.85
     similar_cosine: float = 0.90
     hash_radius: int = 10
@@ -65,7 +74,7 @@ class MatchConfig:
 
     def __post_init__(self) -> None:
         for name in ("near_threshold", "near_threshold_cnn", "near_cosine", "similar_threshold",
-                     "similar_cosine", "screen_threshold"):
+                     "similar_cosine", "screen_threshold", "large_rotation_threshold"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0.0 <= v <= 1.0:
                 raise invalid_param(name, "scan", "a float in [0, 1]", v)
@@ -172,12 +181,18 @@ class Matcher:
                 "pd,pd->p", t.embeddings[q].astype(np.float32), t.embeddings[r].astype(np.float32)
             )
         cnn_confirms = cosine >= c.near_cosine  # False where NaN (no embeddings)
+        hamming = np.minimum(
+            _popcount(t.phash[q] ^ t.phash[r]), _popcount(t.phash_flip[q] ^ t.phash[r])
+        ).astype(np.int16)
         todo = np.flatnonzero((kind < 0) & ~self.flat[q] & ~self.flat[r])
         if len(todo):
             pa, pb = self.prepared[r[todo]], self.prepared[q[todo]]
             aa, ab = self.aspect[r[todo]], self.aspect[q[todo]]
             coarse = alignment.align_pairs(pa, pb, aa, ab, coarse=True)
-            keep = coarse.ncc >= c.screen_threshold
+            # Pairs the CNN or pHash already vouch for skip the cheap screen: its coarse grid
+            # can miss an off-centre crop or a captioned copy that the full search aligns.
+            vouched = cnn_confirms[todo] | (hamming[todo] <= c.hash_radius)
+            keep = (coarse.ncc >= c.screen_threshold) | vouched
             sub = np.flatnonzero(keep)
             if len(sub):
                 fine = alignment.align_pairs(
@@ -188,20 +203,22 @@ class Matcher:
                 )
                 score = np.maximum(robust, fine.ncc)
                 for j, i in enumerate(todo[sub]):
+                    tr = fine.transform[j]
                     ncc[i] = score[j]
-                    evidence[i] = fine.transform[j].describe()
-                    if score[j] >= c.near_threshold or (
-                        score[j] >= c.near_threshold_cnn and cnn_confirms[i]
-                    ):
+                    evidence[i] = tr.describe()
+                    if tr.kind == "rotation" and abs(tr.angle) > c.large_rotation:
+                        is_near = score[j] >= c.large_rotation_threshold
+                    else:
+                        is_near = score[j] >= c.near_threshold or (
+                            score[j] >= c.near_threshold_cnn and cnn_confirms[i]
+                        )
+                    if is_near:
                         kind[i] = NEAR
                     elif score[j] >= c.similar_threshold:
                         kind[i] = SIMILAR
             ncc[todo[~keep]] = coarse.ncc[~keep]
         # High CNN similarity without alignment: same scene or object, not a copy.
         kind[(kind < 0) & (cosine >= c.similar_cosine)] = SIMILAR
-        hamming = np.minimum(
-            _popcount(t.phash[q] ^ t.phash[r]), _popcount(t.phash_flip[q] ^ t.phash[r])
-        ).astype(np.int16)
         sel = np.flatnonzero(kind >= 0)
         return Matches(
             query=q[sel], reference=r[sel], kind=kind[sel], ncc=ncc[sel],

@@ -169,10 +169,13 @@ def different_crops(
     w, h = image.size
     s = rng.uniform(0.55, 0.7)
     cw, ch = round(s * w), round(s * h)
-    x_a, y_a = rng.uniform(0, (1 - s) * 0.2) * w, rng.uniform(0, 1 - s) * h
-    shift = rng.uniform(0.25, 1 - s) if 1 - s > 0.25 else 1 - s
-    x_b = x_a + shift * w
-    y_b = y_a
+    # Both crops lie inside the photo: the first starts near the left edge, the second is
+    # shifted right by at least 25% of the width (and at most what the photo leaves room for).
+    room = 1 - s
+    x_a = rng.uniform(0, max(room - 0.25, 0.0) * 0.5) * w
+    shift = rng.uniform(0.25, room) if room > 0.25 else room
+    x_b = min(x_a + shift * w, w - cw)
+    y_a = y_b = rng.uniform(0, room) * h
     a = image.crop((round(x_a), round(y_a), round(x_a) + cw, round(y_a) + ch))
     b = image.crop((round(x_b), round(y_b), round(x_b) + cw, round(y_b) + ch))
     return a, b

@@ -385,12 +385,22 @@ def test_real_weights_find_jpeg_copies():
     buf = io.BytesIO()
     china.save(buf, "JPEG", quality=30)
     recoded = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
-    size = 96
+    size = DEFAULT_INPUT_SIZE
     x = np.stack(
         [np.asarray(im.resize((size, size), Image.BILINEAR)) for im in (china, recoded, flower)]
     )
-    out = Embedder(weights=SHARED_WEIGHTS, input_size=size).embed(x)
+    embedder = Embedder(weights=SHARED_WEIGHTS, input_size=size)
+    out = embedder.embed(x)
     same, different = float(out[0] @ out[1]), float(out[0] @ out[2])
+    # The 224 ImageNet arrays really are in the (non-224) model: compare two with the file.
+    import h5py
+
+    with h5py.File(SHARED_WEIGHTS, "r") as f:
+        for layer_name, index in (("Conv1", 0), ("Conv_1_bn", 3)):
+            group = f[layer_name]
+            stored = np.asarray(group[group.attrs["weight_names"][index]])
+            loaded = embedder._model.get_layer(layer_name).weights[index].numpy()
+            np.testing.assert_array_equal(loaded, stored)
     assert same > 0.9
     assert different < 0.6
     assert same - different > 0.4

@@ -156,3 +156,23 @@ def test_missing_weights_fall_back_to_hash_only(leaky_dataset, tmp_path, monkeyp
     assert any("weights" in n for n in report.notes)
     assert notices and "--weights" in notices[0]
     assert all(_found(report).get((p.reference, p.query)) == p.kind for p in planted)
+
+
+def test_lossless_copy_of_a_large_jpeg_is_exact(tmp_path):
+    # Large JPEGs are fingerprinted from a reduced decode; the pair is re-decoded at full size.
+    rng = np.random.default_rng(2)
+    from splitaudit.synth import random_photo
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "val").mkdir()
+    photo = random_photo(rng, 600)
+    photo.save(tmp_path / "train" / "big.jpg", quality=90)
+    with Image.open(tmp_path / "train" / "big.jpg") as im:
+        im.convert("RGB").save(tmp_path / "val" / "big.png")
+        im.convert("RGB").save(tmp_path / "val" / "big_q97.jpg", quality=97)
+    for i in range(3):
+        random_photo(rng, 600).save(tmp_path / "train" / f"other_{i}.jpg", quality=90)
+    report = scan(tmp_path, config=HASH_ONLY)
+    got = {p.query.path: (p.match, p.evidence) for p in report.cross_split_duplicates}
+    assert got["val/big.png"] == ("exact", "same pixels")
+    assert got["val/big_q97.jpg"][0] == "near"
