@@ -20,7 +20,7 @@ from functools import lru_cache
 
 import numpy as np
 from scipy import sparse
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import gaussian_filter1d
 
 from splitaudit.fingerprints.hashes import THUMB_SIZE
 
@@ -171,6 +171,11 @@ def _sub_operator(
     return op[rows], tuple(transforms[i] for i in keep)
 
 
+@lru_cache(maxsize=len(ASPECT_BINS))
+def _transform_index(aspect_bin: int) -> dict[Transform, int]:
+    return {t: i for i, t in enumerate(_operator(aspect_bin)[1])}
+
+
 def aspect_bin(width: np.ndarray, height: np.ndarray) -> np.ndarray:
     """Index of the nearest modelled aspect ratio (in log space) for each image."""
     ratio = np.log(np.maximum(width, 1) / np.maximum(height, 1))
@@ -178,14 +183,23 @@ def aspect_bin(width: np.ndarray, height: np.ndarray) -> np.ndarray:
     return np.abs(ratio[:, None] - bins[None, :]).argmin(axis=1)
 
 
-def prepare_thumbs(thumbs: np.ndarray) -> np.ndarray:
+@lru_cache(maxsize=4)
+def _blur_matrix(sigma: float) -> np.ndarray:
+    # Gaussian blur along one axis of a 32-pixel side as a matrix (same result as
+    # scipy.ndimage.gaussian_filter1d with mode="nearest"): two small matrix products per
+    # image blur it, several times faster than filtering 60k thumbnails one by one.
+    return gaussian_filter1d(np.eye(THUMB_SIZE, dtype=np.float32), sigma, axis=0, mode="nearest")
+
+
+def prepare_thumbs(thumbs: np.ndarray, *, batch: int = 8192) -> np.ndarray:
     """Band-pass uint8 (N, 32, 32) thumbnails and flatten them to float32 (N, 1024)."""
-    x = thumbs.astype(np.float32)
-    t = gaussian_filter(x, sigma=(0, BLUR_SIGMA, BLUR_SIGMA), mode="nearest")
-    t -= BACKGROUND_WEIGHT * gaussian_filter(
-        x, sigma=(0, BACKGROUND_SIGMA, BACKGROUND_SIGMA), mode="nearest"
-    )
-    return t.reshape(len(thumbs), -1)
+    fine, wide = _blur_matrix(BLUR_SIGMA), _blur_matrix(BACKGROUND_SIGMA)
+    out = np.empty((len(thumbs), THUMB_SIZE * THUMB_SIZE), np.float32)
+    for start in range(0, len(thumbs), batch):
+        x = thumbs[start:start + batch].astype(np.float32)
+        t = fine @ x @ fine.T - BACKGROUND_WEIGHT * (wide @ x @ wide.T)
+        out[start:start + batch] = t.reshape(len(x), -1)
+    return out
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -279,8 +293,11 @@ def align_pairs(
                 sel = sel_all[start:start + batch]
                 f = _normalise(np.asarray(ident_op @ fixed[sel].T).T)
                 w = np.asarray(op @ moving[sel].T).T.reshape(len(sel), len(transforms), m)
-                w = _normalise(w)
-                scores = np.einsum("ptm,pm->pt", w, f)
+                # f has zero mean, so the dot product needs no centred copy of w; only w's
+                # centred norm does: sum(w^2) - sum(w)^2 / m.
+                num = np.einsum("ptm,pm->pt", w, f)
+                var = np.einsum("ptm,ptm->pt", w, w) - w.sum(axis=2) ** 2 / m
+                scores = np.where(var > 1e-6, num / np.sqrt(np.maximum(var, 1e-12)), 0.0)
                 arg = scores.argmax(axis=1)
                 val = scores[np.arange(len(sel)), arg]
                 better = val > best[sel]
@@ -328,8 +345,7 @@ def robust_scores(
     for i in range(p):
         d = int(directions[i])
         ab = int(aspect_b[i] if d == 0 else aspect_a[i])
-        _, ts = _operator(ab)
-        groups.setdefault((d, ab, ts.index(transforms[i])), []).append(i)
+        groups.setdefault((d, ab, _transform_index(ab)[transforms[i]]), []).append(i)
     for (d, ab, ti), idx in groups.items():
         op, ts = _operator(ab)
         ident = next(i for i, t in enumerate(ts) if t.kind == "identity" and not t.flip)

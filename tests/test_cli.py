@@ -106,7 +106,8 @@ def test_demo_writes_a_dataset_the_scan_flags(tmp_path):
     doc = json.loads(proc.stdout)
     assert proc.returncode == 1
     val = next(s for s in doc["split_pairs"] if s["query_split"] == "val")
-    assert val["exact"] == 2 and val["near"] == 13
+    # 13 near copies are planted; hash-only, the captioned one may only reach "similar".
+    assert val["exact"] == 2 and val["near"] >= 12 and val["near"] + val["similar"] >= 13
     again = run("demo", str(out))  # never overwrites
     assert again.returncode == 2 and "never overwrites" in again.stderr
 
