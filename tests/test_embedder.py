@@ -231,7 +231,8 @@ def test_bad_input_size(size, new_format_file):
 
 @pytest.mark.parametrize("batch", [0, -1, 2.5, False])
 def test_bad_batch_size(batch, new_format_file):
-    with pytest.raises(InvalidInputError, match=r"'batch_size' parameter of scan must be an integer >= 1"):
+    expected = r"'batch_size' parameter of scan must be an integer >= 1"
+    with pytest.raises(InvalidInputError, match=expected):
         Embedder(weights=new_format_file, batch_size=batch)
 
 
@@ -251,7 +252,8 @@ def test_default_input_size_is_in_range():
     ],
 )
 def test_bad_images(bad, embedder):
-    with pytest.raises(InvalidInputError, match=r"'images' parameter of Embedder.embed must be a uint8"):
+    expected = r"'images' parameter of Embedder.embed must be a uint8"
+    with pytest.raises(InvalidInputError, match=expected):
         embedder.embed(bad)  # type: ignore[arg-type]
 
 
@@ -291,7 +293,9 @@ def test_legacy_and_new_weights_files_give_the_same_model(legacy_file, embedder)
     np.testing.assert_allclose(legacy.embed(x), embedder.embed(x), atol=1e-6)
 
 
-def test_weights_are_recognised_by_content_not_name(new_format_file, legacy_file, tmp_path, embedder):
+def test_weights_are_recognised_by_content_not_name(
+    new_format_file, legacy_file, tmp_path, embedder
+):
     x = images(3, seed=4)
     want = embedder.embed(x)
     renamed_new = tmp_path / "weights.bin"
@@ -299,7 +303,8 @@ def test_weights_are_recognised_by_content_not_name(new_format_file, legacy_file
     renamed_legacy = tmp_path / "legacy.weights.h5"  # legacy content, Keras 3 name
     renamed_legacy.write_bytes(legacy_file.read_bytes())
     for path in (renamed_new, renamed_legacy):
-        np.testing.assert_allclose(Embedder(weights=path, input_size=SIZE).embed(x), want, atol=1e-6)
+        got = Embedder(weights=path, input_size=SIZE).embed(x)
+        np.testing.assert_allclose(got, want, atol=1e-6)
 
 
 def test_weights_work_at_another_input_size(new_format_file):
@@ -312,7 +317,8 @@ def test_not_a_weights_file(tmp_path):
     garbage = tmp_path / "garbage.h5"
     garbage.write_bytes(b"this is not HDF5" * 10)
     e = Embedder(weights=garbage, input_size=SIZE)  # existence is all __init__ checks
-    with pytest.raises(InvalidInputError, match=r"must be a MobileNetV2 \(alpha 1.0, include_top=False\)"):
+    expected = r"must be a MobileNetV2 \(alpha 1.0, include_top=False\)"
+    with pytest.raises(InvalidInputError, match=expected):
         e.embed(images(1))
 
 

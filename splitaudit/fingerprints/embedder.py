@@ -8,6 +8,9 @@ never loads TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
+import sys
+
 import hashlib
 import os
 import tempfile
@@ -24,13 +27,16 @@ from splitaudit.errors import InvalidInputError, MissingWeightsError, SplitAudit
 #: pooling -> 1280-d features.
 DEFAULT_MODEL = "mobilenet_v2"
 
-#: Side of the square RGB input the CNN sees (the caller resizes to it). Measured on the 2-core
-#: CPU this targets (batch 64, real weights): 96 -> ~530 img/s, 128 -> ~300 img/s,
-#: 160 -> ~195 img/s, 224 -> ~100 img/s. A 60,000-image CIFAR-10 scan must finish in under
-#: 5 minutes, everything included, which needs >= ~300 img/s from the CNN, so 128 is the
-#: largest size that fits. It also keeps JPEG/crop/flip copies well separated from different
-#: photos (cosine ~0.9+ vs ~0.3); 96 separates less well on small crops and rotations.
-DEFAULT_INPUT_SIZE = 128
+#: Side of the square RGB input the CNN sees (the caller resizes to it). Chosen by measurement
+#: on the 2-core CPU a CIFAR-10 scan targets (real weights, batch 64, median of clean runs over
+#: 512 images, spread across sessions): 96 -> 424-515 img/s, 112 -> 372-395, 128 -> 277-321,
+#: 160 -> 170-190, 224 -> ~95. Scanning 60,000 images in under 5 minutes with decoding, hashing
+#: and matching sharing the same cores needs >= ~300 img/s, which 128 only just reaches on a good
+#: run; 112 leaves ~25% headroom. It loses nothing on upscaled 32x32 CIFAR images (cosine 5th
+#: percentile of flipped / 90%-cropped copies 0.78 / 0.75 vs 99.9th percentile of different
+#: images 0.67, the same as at 128), while 96 collapses there (99.9th percentile 0.92;
+#: its last feature map is only 3x3).
+DEFAULT_INPUT_SIZE = 112
 
 #: Embedding dimension of MobileNetV2 alpha 1.0 after global average pooling.
 EMBEDDING_DIM = 1280
@@ -140,12 +146,14 @@ def resolve_weights(
         import keras  # imports TensorFlow: only when the user asked for a download
 
         try:
-            fetched = keras.utils.get_file(
-                fname=WEIGHTS_FILE_NAME,
-                origin=WEIGHTS_URL,
-                file_hash=WEIGHTS_FILE_HASH,
-                cache_subdir="models",
-            )
+            # get_file draws its progress bar on stdout, which carries the report (JSON).
+            with contextlib.redirect_stdout(sys.stderr):
+                fetched = keras.utils.get_file(
+                    fname=WEIGHTS_FILE_NAME,
+                    origin=WEIGHTS_URL,
+                    file_hash=WEIGHTS_FILE_HASH,
+                    cache_subdir="models",
+                )
         except Exception as exc:  # get_file raises a bare Exception on URL errors
             download_error = str(exc) or type(exc).__name__
         else:
@@ -204,7 +212,8 @@ class Embedder:
         Side of the square input, in [32, 512]. The 224 ImageNet weights are used at every size
         (MobileNetV2 is fully convolutional).
     batch_size : int
-        Images per forward pass (>= 1). Larger batches do not help on 2 cores beyond ~64.
+        Images per forward pass (>= 1). On 2 cores 32 and 64 are equally fast; 128 is ~20%
+        slower (activations no longer fit in cache).
 
     Attributes
     ----------
@@ -280,7 +289,7 @@ class Embedder:
         str
             Model, weights file digest (first 16 hex digits of its SHA-256), input size,
             preprocessing and normalisation, e.g.
-            ``"mobilenet_v2-a1.0-notop-avg|w=sha256:d42a456ded3f5732|s=128|x/127.5-1|l2"``.
+            ``"mobilenet_v2-a1.0-notop-avg|w=sha256:d42a456ded3f5732|s=112|x/127.5-1|l2"``.
             Computing it reads the weights file once but does not load TensorFlow.
         """
         if self._weights_digest is None:
@@ -352,9 +361,9 @@ class Embedder:
                 f"KERAS_BACKEND is {keras.backend.backend()!r}."
             )
         s = self.input_size
-        # weights=None, then load_weights: keras.applications refuses a file path for
-        # non-standard sizes only via its "imagenet" branch, but building without weights also
-        # skips its warning and lets us check that every array really was loaded.
+        # Built without weights and loaded afterwards, so that the NaN sentinel in _load_weights
+        # can prove every array came from the file. (weights=PATH would accept any size too:
+        # Keras' "non-standard size" warning only concerns weights="imagenet".)
         model = keras.applications.MobileNetV2(
             input_shape=(s, s, 3), alpha=1.0, include_top=False, weights=None, pooling="avg"
         )
