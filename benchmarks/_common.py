@@ -19,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 #: Repository root (this file is benchmarks/_common.py).
 REPO = Path(__file__).resolve().parent.parent
@@ -28,7 +29,7 @@ SHARED = Path(os.environ.get("SPLITAUDIT_SHARED", REPO.parent / "shared"))
 RESULTS = REPO / "benchmarks" / "results"
 
 
-def skip(message: str) -> "NoReturn":  # noqa: F821 - typing only
+def skip(message: str) -> NoReturn:
     """Print why the benchmark cannot run and exit 0 (a skip is not a failure)."""
     print(f"SKIPPED: {message}")
     sys.exit(0)

@@ -12,9 +12,6 @@ Sources, all optional (whatever is missing is skipped and reported):
 
 from __future__ import annotations
 
-import os
-import re
-import tarfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +19,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SPLITAUDIT_SHARED", REPO.parent / "shared"))
+from _common import SHARED, ensure_extracted
+
 CIFAR_TAR = SHARED / "data" / "cifar10" / "cifar10-jpg.tar"
-CIFAR_DIRS = (Path("/tmp/cifar"), Path("/tmp/splitaudit-bench-cifar"))
+#: Already extracted copies that are reused (the second is where cifar10_scan.py extracts to).
+CIFAR_DIRS = (Path("/tmp/cifar"), Path("/tmp/splitaudit-cifar10"))
 
 #: cleanvision fixtures left out: 236 and 408 duplicate 142 and 103 (shared/README.md), 604 is a
 #: 15754x1382 strip (mostly blank, and its quadrants would be slivers).
@@ -46,6 +44,11 @@ SKIMAGE_NAMES = (
 BLANK_STD = 8.0
 #: Photos at least this wide also contribute their four non-overlapping quadrants.
 QUADRANT_MIN_WIDTH = 512
+#: Plain NCC of 32x32 grey thumbnails (best over shifts of up to 3 px) above which two pictures
+#: count as mirror images / repeats of each other. A mirror-symmetric photo (a diamond, a
+#: bottle in front of carpet) has quadrants and different crops that really are flipped copies
+#: of each other, so those pieces would be ambiguous ground truth and are not used.
+MIRROR_NCC = 0.9
 
 
 @dataclass
@@ -138,8 +141,75 @@ def quadrants(photo: Photo) -> list[Photo]:
     return out
 
 
+def _grey32(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("L").resize((32, 32), Image.Resampling.LANCZOS), np.float32)
+
+
+def shifted_ncc(a: np.ndarray, b: np.ndarray, shift: int = 3) -> float:
+    """Best NCC of two equal-size grey arrays over integer shifts of up to ``shift`` pixels.
+
+    Deliberately independent of splitaudit's own matcher: it only decides which pieces of a
+    photo are too alike to be used as distinct sources.
+    """
+    best = -1.0
+    n = a.shape[0]
+    for dy in range(-shift, shift + 1):
+        for dx in range(-shift, shift + 1):
+            pa = a[max(0, dy):n + min(0, dy), max(0, dx):n + min(0, dx)].ravel()
+            pb = b[max(0, -dy):n + min(0, -dy), max(0, -dx):n + min(0, -dx)].ravel()
+            pa, pb = pa - pa.mean(), pb - pb.mean()
+            den = float(np.linalg.norm(pa) * np.linalg.norm(pb))
+            if den > 1e-6:
+                best = max(best, float(pa @ pb) / den)
+    return best
+
+
+def rigid_similarity(images: list[Image.Image], shift: int = 3) -> np.ndarray:
+    """(N, N) best plain NCC of 32x32 grey thumbnails over shifts of up to ``shift`` px, with and
+    without mirroring the second image; the diagonal is set to -1.
+
+    Vectorised :func:`shifted_ncc` for every pair: used to find pictures of the suite that are
+    copies of each other to begin with (CIFAR-10's test set has a few), independently of
+    splitaudit's matcher.
+    """
+    g = np.stack([_grey32(im) for im in images])
+    n = g.shape[1]
+    best = np.full((len(images), len(images)), -1.0, np.float32)
+    for mirror in (False, True):
+        h = g[:, :, ::-1] if mirror else g
+        for dy in range(-shift, shift + 1):
+            for dx in range(-shift, shift + 1):
+                a = g[:, max(0, dy):n + min(0, dy), max(0, dx):n + min(0, dx)].reshape(len(g), -1)
+                b = h[:, max(0, -dy):n + min(0, -dy), max(0, -dx):n + min(0, -dx)].reshape(len(g), -1)
+                a = a - a.mean(1, keepdims=True)
+                b = b - b.mean(1, keepdims=True)
+                a /= np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-6)
+                b /= np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-6)
+                np.maximum(best, a @ b.T, out=best)
+    best = np.maximum(best, best.T)
+    np.fill_diagonal(best, -1.0)
+    return best
+
+
+def mirror_symmetric(photo: Photo) -> float:
+    """Self-similarity of a photo with its own mirror image (1.0 = perfectly symmetric)."""
+    g = _grey32(photo.image)
+    return shifted_ncc(g, g[:, ::-1])
+
+
+def quadrant_repeat(quads: list[Photo]) -> float:
+    """Highest similarity between two quadrants of one photo, directly or mirrored."""
+    gs = [_grey32(q.image) for q in quads]
+    return max(shifted_ncc(gs[i], f(gs[j])) for i in range(len(gs)) for j in range(i + 1, len(gs))
+               for f in (lambda x: x, lambda x: x[:, ::-1]))
+
+
 def photo_sources(log: list[str], *, quick: bool = False) -> tuple[list[Photo], list[Photo]]:
-    """(whole photos, all photo sources incl. quadrants), near-blank ones dropped."""
+    """(whole photos, all photo sources incl. quadrants, mirror-symmetric photo names).
+
+    Near-blank photos and quadrants are dropped; mirror-symmetric photos, and photos whose
+    quadrants repeat each other, contribute no quadrants.
+    """
     photos = base_photos(log)
     if quick:
         photos = photos[::3]
@@ -151,15 +221,27 @@ def photo_sources(log: list[str], *, quick: bool = False) -> tuple[list[Photo], 
         else:
             kept.append(p)
     sources = list(kept)
+    symmetric = set()
     for p in kept:
+        sym = mirror_symmetric(p)
+        if sym >= MIRROR_NCC:
+            symmetric.add(p.name)
+            log.append(f"{p.name} is mirror-symmetric (ncc {sym:.3f} with its mirror image): "
+                       "no quadrants, no different-crops negative")
+            continue
         if p.image.width >= QUADRANT_MIN_WIDTH:
-            for q in quadrants(p):
+            quads = quadrants(p)
+            rep = quadrant_repeat(quads)
+            if rep >= MIRROR_NCC:
+                log.append(f"{p.name}: quadrants repeat each other (ncc {rep:.3f}): no quadrants")
+                continue
+            for q in quads:
                 s = thumb_std(q.image)
                 if s < BLANK_STD:
                     log.append(f"dropped near-blank quadrant {q.name} (thumbnail std {s:.1f})")
                 else:
                     sources.append(q)
-    return kept, sources
+    return kept, sources, symmetric
 
 
 def locate(big: Image.Image, small: Image.Image) -> tuple[int, int]:
@@ -189,24 +271,14 @@ def locate(big: Image.Image, small: Image.Image) -> tuple[int, int]:
 
 
 def cifar_test_files(log: list[str]) -> dict[str, list[Path]]:
-    """class -> sorted CIFAR-10 test JPEGs; extracts the test half of the tar to /tmp if needed."""
+    """class -> sorted CIFAR-10 test JPEGs; extracts the tar into /tmp once if needed."""
     for d in CIFAR_DIRS:
         test = d / "test"
-        if test.is_dir() and any(test.iterdir()):
-            return {c.name: sorted(c.glob("*.jpg")) for c in sorted(test.iterdir()) if c.is_dir()}
-    if not CIFAR_TAR.is_file():
-        log.append(f"CIFAR-10 not found ({CIFAR_TAR}): CIFAR sources skipped")
-        return {}
-    dest = CIFAR_DIRS[-1]
-    pat = re.compile(r"(?:^|/)test/([^/]+)/([^/]+\.jpg)$")
-    with tarfile.open(CIFAR_TAR) as tar:
-        members = []
-        for m in tar:
-            mt = pat.search(m.name)
-            if m.isfile() and mt:
-                m.name = f"test/{mt.group(1)}/{mt.group(2)}"
-                members.append(m)
-        tar.extractall(dest, members=members, filter="data")
-    log.append(f"extracted {len(members)} CIFAR-10 test images to {dest}")
-    test = dest / "test"
+        if test.is_dir() and sum(1 for _ in test.glob("*/*.jpg")) == 10000:
+            break
+    else:
+        if not CIFAR_TAR.is_file():
+            log.append(f"CIFAR-10 not found ({CIFAR_TAR}): CIFAR sources skipped")
+            return {}
+        test = ensure_extracted(CIFAR_TAR, CIFAR_DIRS[-1], expected=60000) / "test"
     return {c.name: sorted(c.glob("*.jpg")) for c in sorted(test.iterdir()) if c.is_dir()}

@@ -34,7 +34,8 @@ What it does
    unchanged, and the default-threshold rerun is checked to reproduce the scan's pairs).
 
 Outputs markdown tables on stdout, ``<out>/accuracy.json`` and a contact sheet of every
-missed positive and false pair, ``<out>/accuracy_errors.png``.
+missed positive and false pair, ``<out>/accuracy_errors.png`` (``accuracy-quick.json`` and
+``accuracy_errors-quick.png`` with ``--quick``, so a smoke run never overwrites a full one).
 
 Usage::
 
@@ -47,7 +48,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import platform
+import os
 import shutil
 import sys
 import tempfile
@@ -59,22 +60,34 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _photos  # noqa: E402
+from _common import environment, require_shared, write_json  # noqa: E402
 
-import splitaudit  # noqa: E402
 import splitaudit.api as api  # noqa: E402
+from splitaudit import alignment  # noqa: E402
 from splitaudit.config import AuditConfig  # noqa: E402
 from splitaudit.matching import KIND_NAMES, Matcher  # noqa: E402
 from splitaudit.synth import EXACT_FAMILIES, NEAR_FAMILIES, different_crops, random_photo, write_copy  # noqa: E402
 
 FAMILIES = tuple(EXACT_FAMILIES) + tuple(NEAR_FAMILIES)
 WEIGHTS = _photos.SHARED / "models" / "mobilenet_v2_1.0_224_no_top.h5"
-SWEEP = (0.86, 0.88, 0.90, 0.92, 0.94, 0.96)
+#: One-parameter sweeps around the defaults (parameters the MatchConfig lacks are skipped; only
+#: near_threshold matters without embeddings).
+SWEEPS = {
+    "near_threshold": (0.88, 0.90, 0.92, 0.94, 0.96, 0.98),
+    "near_threshold_cnn": (0.86, 0.88, 0.90, 0.92, 0.94),
+    "near_cosine": (0.5, 0.6, 0.7, 0.8, 0.9),
+}
 NEG_ROLES = ("neg_crop", "neg_cifar", "neg_synth")
 #: Two pieces of one photo whose overlap covers this share of each axis of both are the same
 #: picture for scoring purposes (a 0.85-scale crop is within what the matcher is meant to find).
 SAME_REGION = 0.8
+#: Plain shifted NCC at or above which two pictures gathered for the suite are already copies of
+#: each other (CIFAR-10's test set holds a few); the later one is dropped. Different ships on
+#: the sea reach ~0.90, the duplicate pairs found in CIFAR-10 test ~0.95.
+DUP_NCC = 0.93
 #: Contact-sheet tiles at most (false pairs first, then misses); the JSON lists every error.
 MAX_TILES = 400
 
@@ -110,6 +123,39 @@ def _save(image: Image.Image, path: Path, lossless: bool) -> None:
         image.convert("RGB").save(path, "JPEG", quality=92)
 
 
+@dataclass
+class _Pic:
+    """A picture staged for the suite before it is written."""
+
+    image: Image.Image
+    stype: str
+    name: str
+    base: str | None = None
+    box: tuple | None = None
+    lossless: bool = False
+    file: Path | None = None  # CIFAR: copy the original JPEG bytes
+    role: str | None = None
+
+
+def _drop_existing_copies(pics: list[_Pic], notes: list[str]) -> list[_Pic]:
+    """Drop pictures that are already copies of an earlier one (e.g. CIFAR-10 test duplicates).
+
+    Uses plain shifted NCC (``_photos.rigid_similarity``), not splitaudit's matcher; pieces of
+    one photo are compared by geometry instead, so they are exempt here.
+    """
+    sim = _photos.rigid_similarity([p.image for p in pics])
+    kept: list[int] = []
+    for i, p in enumerate(pics):
+        dup = next((j for j in kept if sim[i, j] >= DUP_NCC
+                    and not (p.base is not None and p.base == pics[j].base)), None)
+        if dup is None:
+            kept.append(i)
+        else:
+            notes.append(f"suite: dropped {p.stype} {p.name}, a copy of {pics[dup].name} already "
+                         f"(plain ncc {sim[i, dup]:.3f})")
+    return [pics[i] for i in kept]
+
+
 def build_suite(root: Path, seed: int, quick: bool, notes: list[str]) -> tuple[dict[str, Item], dict]:
     rng = np.random.default_rng(seed)
     items: dict[str, Item] = {}
@@ -118,15 +164,15 @@ def build_suite(root: Path, seed: int, quick: bool, notes: list[str]) -> tuple[d
         assert item.rel not in items, item.rel
         items[item.rel] = item
 
+    pics: list[_Pic] = []
     # --- real photographs and their quadrants
-    whole, photo_srcs = _photos.photo_sources(notes, quick=quick)
+    whole, photo_srcs, symmetric = _photos.photo_sources(notes, quick=quick)
     for p in photo_srcs:
-        rel = f"train/photo/{p.name}.{'png' if p.lossless else 'jpg'}"
-        _save(p.image, root / rel, p.lossless)
-        add(Item(rel, "train", "photo", "source", base=p.base, box=p.box))
+        pics.append(_Pic(p.image, "photo", p.name, p.base, p.box, p.lossless, role="source"))
     # hard negatives: two different crops of one photo, one per split
     black_bars = 0
-    for p in whole:
+    crop_photos = [p for p in whole if p.name not in symmetric]
+    for p in crop_photos:
         a, b = different_crops(p.image, rng)
         w, h = p.image.size
         boxes = []
@@ -134,49 +180,60 @@ def build_suite(root: Path, seed: int, quick: bool, notes: list[str]) -> tuple[d
             x, y = _photos.locate(p.image, piece)
             boxes.append((x / w, y / h, (x + piece.width) / w, (y + piece.height) / h))
         black_bars += boxes[1][2] > 1.0 + 1e-9
-        ra, rb = f"train/photo/{p.name}__cropA.jpg", f"val/photo/{p.name}__cropB.jpg"
-        _save(a, root / ra, False)
-        _save(b, root / rb, False)
-        add(Item(ra, "train", "photo", "train_crop", base=p.base, box=boxes[0]))
-        add(Item(rb, "val", "photo", "neg_crop", base=p.base, box=boxes[1]))
+        pics.append(_Pic(a, "photo", f"{p.name}__cropA", p.base, boxes[0], role="train_crop"))
+        pics.append(_Pic(b, "photo", f"{p.name}__cropB", p.base, boxes[1], role="neg_crop"))
     if black_bars:
-        notes.append(f"different_crops: {black_bars}/{len(whole)} val crops extend past the right "
+        notes.append(f"different_crops: {black_bars}/{len(crop_photos)} val crops extend past the right "
                      "edge of their photo (black bar from PIL's crop padding)")
 
-    # --- CIFAR-10 test images: sources and same-class negatives
+    # --- CIFAR-10 test images: sources and same-class negatives (a few spare candidates per
+    # class replace any that duplicate another picture of the suite)
     per_class = 4 if quick else 30
     cifar = _photos.cifar_test_files(notes)
     for cls, files in cifar.items():
         order = rng.permutation(len(files))
-        chosen = []
+        n = 0
         for i in order:
             with Image.open(files[i]) as im:
-                if _photos.thumb_std(im) < _photos.BLANK_STD:
-                    continue
-            chosen.append(files[i])
-            if len(chosen) == 2 * per_class:
+                image = im.convert("RGB")
+            if _photos.thumb_std(image) < _photos.BLANK_STD:
+                continue
+            pics.append(_Pic(image, "cifar", f"{cls}_{files[i].stem}", file=files[i], role=cls))
+            n += 1
+            if n == 2 * per_class + 3:
                 break
-        for f in chosen[:per_class]:
-            rel = f"train/cifar/{cls}_{f.stem}.jpg"
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(f, root / rel)
-            add(Item(rel, "train", "cifar", "source"))
-        for f in chosen[per_class:]:
-            rel = f"val/cifar/neg_{cls}_{f.stem}.jpg"
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(f, root / rel)
-            add(Item(rel, "val", "cifar", "neg_cifar"))
 
     # --- synthetic photos: 10 palettes ("classes"); val negatives share the palettes
     n_pal, per_pal = (3, 4) if quick else (10, 10)
     palettes = [tuple(int(c) for c in rng.integers(40, 216, 3)) for _ in range(n_pal)]
-    for split, role in (("train", "source"), ("val", "neg_synth")):
+    for role in ("source", "neg_synth"):
         for c, pal in enumerate(palettes):
             for i in range(per_pal):
                 size = int(rng.choice([96, 128, 160]))
-                rel = f"{split}/synth/{'' if split == 'train' else 'neg_'}p{c}_{i:02d}.jpg"
-                _save(random_photo(rng, size, palette=pal), root / rel, False)
-                add(Item(rel, split, "synth", role))
+                name = f"{'' if role == 'source' else 'neg_'}p{c}_{i:02d}"
+                pics.append(_Pic(random_photo(rng, size, palette=pal), "synth", name, role=role))
+
+    pics = _drop_existing_copies(pics, notes)
+    by_class: dict[str, list[_Pic]] = defaultdict(list)
+    for p in pics:
+        if p.stype == "cifar":
+            by_class[p.role].append(p)
+    for cls, lst in by_class.items():
+        for k, p in enumerate(lst[:2 * per_class]):
+            p.role = "source" if k < per_class else "neg_cifar"
+            if p.role == "neg_cifar":
+                p.name = f"neg_{p.name}"
+    pics = [p for p in pics if p.role in ("source", "train_crop") + NEG_ROLES]
+
+    for p in pics:
+        split = "train" if p.role in ("source", "train_crop") else "val"
+        rel = f"{split}/{p.stype}/{p.name}.{'png' if p.lossless else 'jpg'}"
+        if p.file is not None:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(p.file, root / rel)
+        else:
+            _save(p.image, root / rel, p.lossless)
+        add(Item(rel, split, p.stype, p.role, base=p.base, box=p.box))
 
     # --- planted copies: every source x every family
     sources = [it for it in items.values() if it.role == "source"]
@@ -194,6 +251,8 @@ def build_suite(root: Path, seed: int, quick: bool, notes: list[str]) -> tuple[d
         "quick": quick,
         "families": list(FAMILIES),
         "photos_whole": [p.name for p in whole],
+        "mirror_symmetric_photos": sorted(symmetric),
+        "different_crop_negatives": len(crop_photos),
         "photo_sources": len(photo_srcs),
         "cifar_sources": sum(1 for it in sources if it.stype == "cifar"),
         "synth_sources": sum(1 for it in sources if it.stype == "synth"),
@@ -239,6 +298,20 @@ class Pair:
     ncc: float
     cosine: float | None = None
     evidence: str = ""
+
+
+def _transform_class(evidence: str) -> str:
+    """Coarse class of an aligning transform: exact / identity / crop<=19% / crop>19% / rotation."""
+    if evidence in ("same bytes", "same pixels") or evidence.startswith("both blank"):
+        return "exact or blank"
+    flip = "flip+" if evidence.startswith("flip") else ""
+    if "rotate" in evidence:
+        deg = abs(float(evidence.split("rotate ")[1].split("deg")[0]))
+        return flip + ("rotate <=16deg" if deg <= 16 else "rotate >16deg")
+    if "crop" in evidence:
+        pct = float(evidence.split("crop ")[1].split("%")[0])
+        return flip + ("crop <=19%" if pct <= 19 else "crop >19%")
+    return flip + "aligned" if flip else "aligned"
 
 
 def _pct(a: int, b: int) -> float | None:
@@ -383,37 +456,77 @@ def run_config(name: str, config: AuditConfig, root: Path, items: dict[str, Item
 
     table, samples = store.get("table"), store.get("samples")
     if table is None:
-        result["sweep"] = None
+        result["sweeps"] = None
         log(f"[{name}] fingerprints not captured (api.extract changed?): no sweep/diagnostics")
         return result
     split = np.array([s.split for s in samples])
     val_rows, train_rows = np.flatnonzero(split == "val"), np.flatnonzero(split == "train")
 
-    # Sanity: the matcher re-run on the captured table reproduces the scan.
-    key = lambda ps: {(p.query, p.reference, p.kind) for p in ps}  # noqa: E731
-    again = _matches_to_pairs(Matcher(table, config.match).match(val_rows, train_rows), samples)
-    result["rerun_reproduces_scan"] = key(again) == key(pairs)
-    if not result["rerun_reproduces_scan"]:
-        log(f"[{name}] WARNING: matcher re-run differs from the scan "
-            f"({len(key(again) ^ key(pairs))} pairs): sweep numbers are approximate")
-
-    # Threshold sweep: only the matching is re-run.
-    sweep = []
+    # Threshold sweeps, one parameter at a time around the config's defaults. The matching alone
+    # is re-run once, permissively (every verified pair scoring >= the lowest threshold comes
+    # back as "near" with its score and cosine); each setting is then applied with the
+    # verifier's rule: near iff ncc >= near_threshold, or ncc >= near_threshold_cnn and the CNN
+    # cosine >= near_cosine. The shortcut is checked: at the defaults it must reproduce the
+    # scan's pairs exactly, otherwise every setting is re-run through the matcher instead.
     t0 = time.perf_counter()
-    for thr in SWEEP:
-        mc = dataclasses.replace(config.match, near_threshold=thr)
-        ps = _matches_to_pairs(Matcher(table, mc).match(val_rows, train_rows), samples)
-        s = score(items, ps)
-        fam_recall = {f: s["per_family"][f]["recall"] for f in FAMILIES}
-        worst = min(fam_recall, key=lambda f: fam_recall[f])
-        sweep.append({"near_threshold": thr, **{k: s["overall"][k] for k in (
-            "recall", "found_any_kind", "false_pairs", "false_pairs_from_negatives",
-            "negatives_with_false_pair", "negative_fp_rate_pct", "precision")},
-            "ambiguous_pairs": s["ambiguous_pairs"], "worst_family": worst,
-            "worst_family_recall": fam_recall[worst], "per_family_recall": fam_recall,
-            "per_source_recall": {t: s["per_source_type"][t]["recall"] for t in ("photo", "cifar", "synth")}})
-    result["sweep"] = sweep
+    mc0 = config.match
+    fields = {f.name for f in dataclasses.fields(mc0)}
+    grid = {k: sorted(set(v) | {getattr(mc0, k)}) for k, v in SWEEPS.items() if k in fields}
+    if table.embeddings is None:
+        grid = {k: v for k, v in grid.items() if k == "near_threshold"}
+    floor = min(min(v) for k, v in grid.items() if k != "near_cosine")
+    loose = dataclasses.replace(mc0, near_threshold=floor, **(
+        {"near_threshold_cnn": 1.0} if "near_threshold_cnn" in fields else {}))
+    base_pairs = _matches_to_pairs(Matcher(table, loose).match(val_rows, train_rows), samples)
+
+    def rule(mc) -> list[Pair]:
+        out = []
+        for p in base_pairs:
+            if p.kind == "near" and not p.evidence.startswith("both blank"):
+                cnn_ok = (p.cosine is not None and getattr(mc, "near_cosine", 2.0) <= p.cosine
+                          and p.ncc >= getattr(mc, "near_threshold_cnn", 2.0))
+                if not (p.ncc >= mc.near_threshold or cnn_ok):
+                    p = dataclasses.replace(p, kind="similar")
+            out.append(p)
+        return out
+
+    key = lambda ps: {(p.query, p.reference, p.kind) for p in ps if p.kind in ("exact", "near")}  # noqa: E731
+    shortcut = key(rule(mc0)) == key(pairs)
+    result["sweep_shortcut_reproduces_scan"] = shortcut
+    if not shortcut:
+        log(f"[{name}] shortcut differs from the scan: re-running the matcher per setting")
+    sweeps = {}
+    for param, values in grid.items():
+        rows_out = []
+        for v in values:
+            mc = dataclasses.replace(mc0, **{param: v})
+            if shortcut:
+                ps = rule(mc)
+            else:
+                ps = _matches_to_pairs(Matcher(table, mc).match(val_rows, train_rows), samples)
+            s = score(items, ps)
+            fam_recall = {f: s["per_family"][f]["recall"] for f in FAMILIES}
+            worst = min(fam_recall, key=lambda f: fam_recall[f])
+            rows_out.append({param: v, "default": v == getattr(mc0, param), **{k: s["overall"][k] for k in (
+                "recall", "found_any_kind", "false_pairs", "false_pairs_from_negatives",
+                "negatives_with_false_pair", "negative_fp_rate_pct", "precision")},
+                "ambiguous_pairs": s["ambiguous_pairs"], "worst_family": worst,
+                "worst_family_recall": fam_recall[worst], "per_family_recall": fam_recall,
+                "per_family_false_pairs": {f: s["per_family"][f]["false_pairs"] for f in FAMILIES},
+                "per_source_recall": {t: s["per_source_type"][t]["recall"] for t in ("photo", "cifar", "synth")},
+                "per_source_false_pairs": {t: s["per_source_type"][t]["false_pairs"]
+                                           for t in ("photo", "cifar", "synth")}})
+        sweeps[param] = rows_out
+    result["sweeps"] = sweeps
     result["sweep_time_s"] = round(time.perf_counter() - t0, 2)
+
+    # Reported exact/near pairs by the transform that aligned them: true vs false.
+    by_t: dict[str, Counter] = defaultdict(Counter)
+    false_keys = {(e["query"], e["reference"]) for e in result["errors"] if e["type"] == "false"}
+    for p in pairs:
+        if p.kind in ("exact", "near"):
+            by_t[_transform_class(p.evidence)]["false" if (p.query, p.reference) in false_keys else "other"] += 1
+    result["pairs_by_transform"] = {k: dict(v) for k, v in sorted(by_t.items())}
 
     # Diagnostics of every miss: was the pair a candidate at all, and what did it score?
     rows = {s.path: i for i, s in enumerate(samples)}
@@ -431,18 +544,37 @@ def run_config(name: str, config: AuditConfig, root: Path, items: dict[str, Item
         arr = np.array([[rows[e["query"]], rows[e["reference"]]] for e in misses], np.int64)
         v = loose.verify(arr)
         got = {(int(a), int(b)): (float(n), e) for a, b, n, e in zip(v.query, v.reference, v.ncc, v.evidence)}
-        for e, (qi, ri) in zip(misses, arr.tolist()):
+        # The verifier's coarse screen, as Matcher.verify runs it (reference first, query second).
+        try:
+            coarse = alignment.align_pairs(matcher.prepared[arr[:, 1]], matcher.prepared[arr[:, 0]],
+                                           matcher.aspect[arr[:, 1]], matcher.aspect[arr[:, 0]],
+                                           coarse=True).ncc
+        except Exception as exc:  # noqa: BLE001 - internal API may change under us
+            coarse = None
+            log(f"[{name}] coarse alignment unavailable: {exc}")
+        screen = getattr(config.match, "screen_threshold", None)
+        for k, (e, (qi, ri)) in enumerate(zip(misses, arr.tolist())):
+            e["reported_ncc"] = e.pop("ncc", None)
             e["candidate"] = None if cand is None else (qi, ri) in cand
             e["flat"] = bool(matcher.flat[qi] or matcher.flat[ri])
-            if (qi, ri) in got:
-                e["ncc"] = round(got[(qi, ri)][0], 4)
-                e["evidence"] = got[(qi, ri)][1]
+            e["ncc"] = round(got[(qi, ri)][0], 4) if (qi, ri) in got else None
+            e["evidence"] = got[(qi, ri)][1] if (qi, ri) in got else ""
+            e["coarse_ncc"] = None if coarse is None else round(float(coarse[k]), 4)
             if table.embeddings is not None:
                 e["cosine"] = round(float(np.dot(table.embeddings[qi].astype(np.float32),
                                                  table.embeddings[ri].astype(np.float32))), 4)
-            e["reason"] = ("flat thumbnail" if e["flat"] else
-                           "not retrieved" if e["candidate"] is False else
-                           f"verified below threshold (ncc {e['ncc']})")
+            if e["flat"]:
+                e["reason"] = "flat thumbnail"
+            elif e["candidate"] is False:
+                e["reason"] = "not retrieved"
+            elif e["coarse_ncc"] is not None and screen is not None and e["coarse_ncc"] < screen:
+                e["reason"] = f"dropped by coarse screen (coarse {e['coarse_ncc']}, full {e['ncc']})"
+            elif (e.get("cosine") is not None and e["ncc"] is not None
+                  and e["ncc"] >= getattr(config.match, "near_threshold_cnn", 2.0)
+                  and e["cosine"] < getattr(config.match, "near_cosine", -2.0)):
+                e["reason"] = f"CNN gate: cosine {e['cosine']} < near_cosine (ncc {e['ncc']})"
+            else:
+                e["reason"] = f"verified below threshold (ncc {e['ncc']})"
     return result
 
 
@@ -463,9 +595,16 @@ def markdown(results: dict, info: dict) -> str:
     out.append(f"## Suite (seed {info['seed']}{', quick' if info['quick'] else ''})\n")
     out.append(f"train {info['train_files']} files ({info['photo_sources']} photo sources, "
                f"{info['cifar_sources']} CIFAR, {info['synth_sources']} synthetic, plus "
-               f"{len(info['photos_whole'])} different-crop pieces); val {info['val_files']} files "
+               f"{info['different_crop_negatives']} different-crop pieces); val {info['val_files']} files "
                f"({info['positives']} planted copies, negatives {info['negatives']}).\n")
 
+    for note in info.get("notes", []):
+        out.append(f"* {note}")
+    if info.get("notes"):
+        out.append("")
+    out.append(f"Load average (1 min) before / after the scans: {info.get('load_before')} / "
+               f"{info.get('load_after')} on {os.cpu_count()} cores: timings are wall-clock on a "
+               "shared machine.\n")
     out.append("## Overall (default thresholds)\n")
     out.append("| config | recall (right kind) | found (any kind) | missed | wrong kind | false pairs "
                "(from negatives / copies) | negatives with a false pair | precision | ambiguous | "
@@ -480,7 +619,13 @@ def markdown(results: dict, info: dict) -> str:
                    f"{results[n]['ambiguous_pairs']} | {t.get('fingerprint', '-')} | {t.get('search', '-')} | "
                    f"{t['wall']} |")
 
+    out.append("\nrecall: planted pairs reported with the right kind; found: either kind; false pairs: "
+               "reported exact/near pairs that were not planted (from negatives = the val image is a "
+               "hard negative, from copies = a planted copy also matched another train image); "
+               "ambiguous: pairs of two pieces of one photo that overlap >= 80% per axis (not scored).\n")
     out.append("\n## Per family\n")
+    out.append("false pairs of a family: reported pairs whose val image is a copy of that family but "
+               "whose train image is not its source.\n")
     head = "| family | n |" + "".join(f" {n} recall | {n} missed | {n} wrong kind | {n} false pairs | "
                                      f"{n} median ncc |" for n in names)
     out.append(head)
@@ -512,26 +657,43 @@ def markdown(results: dict, info: dict) -> str:
                        f"{b['negatives']} ({_f(b['negative_fp_rate_pct'])}%) | {_f(b['precision'], True)} |")
 
     for n in names:
-        sw = results[n].get("sweep")
-        if not sw:
-            continue
-        out.append(f"\n## near_threshold sweep: {n} (matching re-run on the scan's fingerprints; "
-                   f"reproduces scan: {results[n].get('rerun_reproduces_scan')})\n")
-        out.append("| near_threshold | recall | photo | cifar | synth | false pairs (from negatives) | "
-                   "negatives with a false pair | precision | worst family |")
-        out.append("|---|---|---|---|---|---|---|---|---|")
-        for r in sw:
-            ps = r["per_source_recall"]
-            out.append(f"| {r['near_threshold']:.2f} | {_f(r['recall'], True)} | {_f(ps['photo'], True)} | "
-                       f"{_f(ps['cifar'], True)} | {_f(ps['synth'], True)} | {r['false_pairs']} "
-                       f"({r['false_pairs_from_negatives']}) | {r['negatives_with_false_pair']} "
-                       f"({_f(r['negative_fp_rate_pct'])}%) | {_f(r['precision'], True)} | "
-                       f"{r['worst_family']} {_f(r['worst_family_recall'], True)} |")
-        out.append("\nPer-family recall by threshold:\n")
-        out.append("| family | " + " | ".join(f"{r['near_threshold']:.2f}" for r in sw) + " |")
-        out.append("|---|" + "---|" * len(sw))
-        for f in FAMILIES:
-            out.append(f"| {f} | " + " | ".join(_f(r["per_family_recall"][f], True) for r in sw) + " |")
+        sweeps = results[n].get("sweeps") or {}
+        for param, sw in sweeps.items():
+            others = ", ".join(f"{k}={v}" for k, v in results[n]["settings"]["match"].items()
+                               if k in SWEEPS and k != param and (k == "near_threshold" or len(sweeps) > 1))
+            out.append(f"\n## Sweep of {param}: {n} ({others or 'no other gate'}; matching re-run on the "
+                       f"scan's fingerprints, reproduces the scan at the defaults: "
+                       f"{results[n].get('sweep_shortcut_reproduces_scan')})\n")
+            out.append(f"| {param} | recall | photo | cifar | synth | false pairs (from negatives) | "
+                       "false pairs photo / cifar / synth | negatives with a false pair | precision | "
+                       "worst family |")
+            out.append("|---|---|---|---|---|---|---|---|---|---|")
+            for r in sw:
+                ps, pf = r["per_source_recall"], r["per_source_false_pairs"]
+                mark = " (default)" if r.get("default") else ""
+                out.append(f"| {r[param]:.2f}{mark} | {_f(r['recall'], True)} | {_f(ps['photo'], True)} | "
+                           f"{_f(ps['cifar'], True)} | {_f(ps['synth'], True)} | {r['false_pairs']} "
+                           f"({r['false_pairs_from_negatives']}) | {pf['photo']} / {pf['cifar']} / "
+                           f"{pf['synth']} | {r['negatives_with_false_pair']} "
+                           f"({_f(r['negative_fp_rate_pct'])}%) | {_f(r['precision'], True)} | "
+                           f"{r['worst_family']} {_f(r['worst_family_recall'], True)} |")
+            out.append(f"\nPer-family recall (false pairs) by {param}:\n")
+            out.append("| family | " + " | ".join(f"{r[param]:.2f}" for r in sw) + " |")
+            out.append("|---|" + "---|" * len(sw))
+            for f in FAMILIES:
+                out.append(f"| {f} | " + " | ".join(
+                    f"{_f(r['per_family_recall'][f], True)} ({r['per_family_false_pairs'][f]})" for r in sw) + " |")
+
+    out.append("\n## Reported exact/near pairs by aligning transform (default thresholds)\n")
+    classes = sorted({c for n in names for c in results[n].get("pairs_by_transform", {})})
+    out.append("| transform | " + " | ".join(f"{n} true+ambiguous | {n} false" for n in names) + " |")
+    out.append("|---|" + "---|---|" * len(names))
+    for c in classes:
+        row = f"| {c} |"
+        for n in names:
+            v = results[n].get("pairs_by_transform", {}).get(c, {})
+            row += f" {v.get('other', 0)} | {v.get('false', 0)} |"
+        out.append(row)
 
     for n in names:
         errs = results[n]["errors"]
@@ -550,8 +712,23 @@ def _reason(e: dict) -> str:
     if e["type"] == "miss":
         r = e.get("reason") or ""
         r = "verified below threshold" if r.startswith("verified below") else r
+        r = "dropped by coarse screen" if r.startswith("dropped by coarse") else r
+        r = "CNN gate: cosine < near_cosine" if r.startswith("CNN gate") else r
         return r + (" (reported similar)" if e.get("reported") == "similar" else "")
     return f"reported {e.get('reported')}"
+
+
+def _short_reason(e: dict) -> str:
+    r = e.get("reason") or ""
+    if r.startswith("dropped by coarse"):
+        return f"coarse screen {e.get('coarse_ncc')}; {e.get('evidence', '')}"
+    if r.startswith("CNN gate"):
+        return f"CNN gate: cos {e.get('cosine')}; {e.get('evidence', '')}"
+    if r.startswith("verified below"):
+        return f"below threshold; {e.get('evidence', '')}"
+    if r:
+        return f"{r}; {e.get('evidence', '')}"
+    return e.get("evidence") or ""
 
 
 def _font(size: int):
@@ -610,13 +787,15 @@ def contact_sheet(results: dict, root: Path, dest: Path) -> dict:
         ncc = "-" if e.get("ncc") is None else f"{e['ncc']:.3f}"
         cos = "" if e.get("cosine") is None else f" cos {e['cosine']:.2f}"
         line1 = f"{e['type'].upper()} {e['family']} [{tag}]"
-        line2 = f"ncc {ncc}{cos} {e.get('reported') or ''}"
-        line3 = (e.get("reason") or e.get("evidence") or "")[:38]
+        line2 = f"ncc {ncc}{cos} -> {e.get('reported') or 'none'}"
+        line3 = _short_reason(e)[:40]
         draw.text((x + pad, y + pad + side + 2), line1, fill=colours[e["type"]], font=font)
         draw.text((x + pad, y + pad + side + 17), line2, fill=(0, 0, 0), font=small)
         draw.text((x + pad, y + pad + side + 30), line3, fill=(60, 60, 60), font=small)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(dest)
+    # 256 colours: a quarter of the bytes of full RGB, and still plain to read.
+    sheet.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+        dest, optimize=True)
     return {"tiles": len(shown), "errors": len(errs), "by_type": dict(cnt)}
 
 
@@ -631,6 +810,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-cnn", action="store_true", help="skip the CNN config even if weights exist")
     ap.add_argument("--keep-data", action="store_true", help="keep the generated dataset directory")
     args = ap.parse_args(argv)
+    require_shared("data/peer-fixtures/imagededup/base_images", "data/peer-fixtures/cleanvision",
+                   "data/cifar10/cifar10-jpg.tar")
 
     notes: list[str] = []
     root = Path(tempfile.mkdtemp(prefix="splitaudit-accuracy-"))
@@ -648,24 +829,27 @@ def main(argv: list[str] | None = None) -> int:
             configs.append(("cnn", AuditConfig(weights=str(WEIGHTS), require_embeddings=True)))
         elif not args.no_cnn:
             notes.append(f"CNN config skipped: {WEIGHTS} not found")
+        info["load_before"] = round(os.getloadavg()[0], 2)
         results = {name: run_config(name, cfg, root, items) for name, cfg in configs}
+        info["load_after"] = round(os.getloadavg()[0], 2)
+        info["notes"] = notes
 
         args.out.mkdir(parents=True, exist_ok=True)
-        sheet = contact_sheet(results, root, args.out / "accuracy_errors.png")
+        suffix = "-quick" if args.quick else ""
+        json_path = args.out / f"accuracy{suffix}.json"
+        png_path = args.out / f"accuracy_errors{suffix}.png"
+        sheet = contact_sheet(results, root, png_path)
         md = markdown(results, info)
         print(md)
         payload = {
             "benchmark": "accuracy",
-            "splitaudit_version": splitaudit.__version__,
-            "python": platform.python_version(),
-            "machine": platform.machine(),
+            "environment": environment(),
             "suite": info,
-            "notes": notes,
             "configs": results,
             "contact_sheet": sheet,
         }
-        (args.out / "accuracy.json").write_text(json.dumps(payload, indent=1, default=str))
-        log(f"wrote {args.out / 'accuracy.json'} and {args.out / 'accuracy_errors.png'} "
+        write_json(json_path, json.loads(json.dumps(payload, default=str)))
+        log(f"wrote {json_path} and {png_path} "
             f"({sheet['tiles']} tiles of {sheet['errors']} errors)")
     finally:
         if args.keep_data:

@@ -158,6 +158,7 @@ def run_mode(mode: str, data: Path, args: argparse.Namespace, weights: Path, wor
         if args.workers is not None:
             cmd += ["--workers", str(args.workers)]
         print(f"[{mode} {k + 1}/{args.repeat}] {' '.join(cmd)}", flush=True)
+        load_before = os.getloadavg()[0]
         res = run_timed(cmd)
         if res.returncode != 0:
             sys.stderr.write(res.stderr)
@@ -175,17 +176,24 @@ def run_mode(mode: str, data: Path, args: argparse.Namespace, weights: Path, wor
             "images": n,
             "max_process_rss_mb": round(res.max_process_rss_mb), "tree_rss_mb": round(res.tree_rss_mb),
             "tree_pss_mb": round(res.tree_pss_mb), "peak_processes": res.peak_processes,
+            "loadavg_1min_before": round(load_before, 2), "loadavg_1min_after": round(os.getloadavg()[0], 2),
         }
         runs.append(run)
         print(f"  wall {res.wall_s:.1f} s (fingerprint {t.get('fingerprint', 0):.1f} s, "
               f"search {t.get('search', 0):.1f} s), CPU {res.user_s + res.sys_s:.0f} s, "
-              f"largest process {res.max_process_rss_mb:.0f} MB, tree PSS {res.tree_pss_mb:.0f} MB",
-              flush=True)
+              f"largest process {res.max_process_rss_mb:.0f} MB, tree PSS {res.tree_pss_mb:.0f} MB, "
+              f"load {load_before:.1f} -> {run['loadavg_1min_after']:.1f}", flush=True)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if run["loadavg_1min_after"] > cores + 0.5:
+            print(f"  WARNING: 1-min load average {run['loadavg_1min_after']:.1f} on {cores} cores: other "
+                  "processes competed for the CPU, wall times are inflated", flush=True)
         if args.keep_reports:
             (args.results / f"cifar10_report-{mode}{suffix(args)}.json").write_text(out.read_text())
-    med = {key: median([r[key] for r in runs]) for key in runs[0] if key != "images"}
+    med = {key: median([r[key] for r in runs]) for key in runs[0]
+           if key not in ("images",) and not key.startswith("loadavg")}
     n = runs[0]["images"]
     med.update({
+        "wall_s_min": min(r["wall_s"] for r in runs),
         "images": n,
         "images_per_s": round(n / med["wall_s"], 1),
         "fingerprint_images_per_s": round(n / med["fingerprint_s"], 1) if med["fingerprint_s"] else None,
@@ -225,9 +233,37 @@ def findings(report: dict) -> dict:
         "within_split_pairs": len(report.get("within_split_duplicates", [])),
         "unreadable": len(report.get("unreadable", [])),
     }
+    out["by_ncc"] = ncc_bands(pairs)
     for k in ("exact", "near", "similar", "exact_near", "exact_near_similar"):
         out[f"{k}_pct"] = round(100.0 * out[k] / n, 2) if n else 0.0
     out["label_conflict_pct"] = round(100.0 * out["label_conflict_test_images"] / n, 2) if n else 0.0
+    return out
+
+
+#: Lower edges of the NCC bands of the precision diagnostic.
+NCC_BANDS = (0.85, 0.90, 0.92, 0.94, 0.96, 0.97, 0.98, 0.99)
+
+
+def ncc_bands(pairs: list[dict]) -> list[dict]:
+    """Test images by the NCC of their best pair, with the share whose labels conflict.
+
+    A proxy for precision that needs no ground truth: two different CIFAR-10 photos have
+    different labels ~90% of the time (less for look-alike scenes), real copies almost never.
+    """
+    best: dict[str, dict] = {}
+    for p in pairs:
+        q = p["query"]["path"]
+        if q not in best or p["ncc"] > best[q]["ncc"]:
+            best[q] = p
+    out = []
+    for lo, hi in zip(NCC_BANDS, NCC_BANDS[1:] + (1.01,)):
+        band = [p for p in best.values() if lo <= p["ncc"] < hi]
+        above = [p for p in best.values() if p["ncc"] >= lo]
+        out.append({
+            "ncc_from": lo, "ncc_to": min(hi, 1.0), "test_images": len(band),
+            "label_conflict_rate": round(sum(p["label_conflict"] for p in band) / len(band), 3) if band else None,
+            "test_images_at_or_above": len(above),
+        })
     return out
 
 
@@ -295,7 +331,11 @@ def contact_sheet(pairs: list[dict], root: Path, path: Path, title: str) -> None
 
 
 def suffix(args: argparse.Namespace) -> str:
-    return f"-limit{args.limit}" if args.limit else ""
+    """Output name suffix: a quick or partial run never overwrites the figures of a full one."""
+    out = f"-limit{args.limit}" if args.limit else ""
+    if args.skip_full or args.skip_hash:
+        out += "-hash" if args.skip_full else "-full"
+    return out
 
 
 def fmt_count(f: dict, key: str) -> str:
@@ -328,14 +368,16 @@ def main(argv: list[str] | None = None) -> int:
         target = TARGETS_S[mode] if not args.limit else None
         verdict = "" if target is None else (" (ok)" if m["wall_s"] < target else f" (> {target:.0f} s target)")
         perf_rows.append([
-            names[mode], f"{m['images']:,}", f"{m['wall_s']:.1f}{verdict}", f"{m['images_per_s']:.0f}",
+            names[mode], f"{m['images']:,}",
+            f"{m['wall_s']:.1f}" + (f" (min {m['wall_s_min']:.1f})" if args.repeat > 1 else "") + verdict,
+            f"{m['images_per_s']:.0f}",
             f"{m['fingerprint_s']:.1f} ({m['fingerprint_images_per_s']:.0f}/s)",
             f"{m['search_s']:.1f} ({m['search_images_per_s']:.0f}/s)", f"{m['other_s']:.1f}",
             f"{m['user_s'] + m['sys_s']:.0f}",
             f"{m['max_process_rss_mb']:,.0f}", f"{m['tree_pss_mb']:,.0f} / {m['tree_rss_mb']:,.0f}",
         ])
     perf = markdown_table(
-        ["scan", "images", "wall s", "img/s", "fingerprint s (img/s)", "search s (img/s)",
+        ["scan", "images", "wall s" + (" (median)" if args.repeat > 1 else ""), "img/s", "fingerprint s (img/s)", "search s (img/s)",
          "other s", "CPU s", "peak RSS MB (largest proc)", "peak tree PSS / RSS MB"],
         perf_rows,
     )
@@ -356,6 +398,15 @@ def main(argv: list[str] | None = None) -> int:
     n_test = figs[modes[0]]["query_samples"]
     found = markdown_table([f"test images with a copy in train (of {n_test:,})"]
                            + [names[m] for m in modes] + ["published (ciFAIR)"], rows)
+
+    bands_mode = "full" if "full" in results else modes[0]
+    bands = markdown_table(
+        ["best pair NCC", "test images", "label-conflict rate", f"test images at or above (% of {n_test:,})"],
+        [[f"[{b['ncc_from']:.2f}, {b['ncc_to']:.2f}" + ("]" if b["ncc_to"] >= 1.0 else ")"), b["test_images"],
+          "-" if b["label_conflict_rate"] is None else f"{b['label_conflict_rate']:.0%}",
+          f"{b['test_images_at_or_above']} ({100 * b['test_images_at_or_above'] / n_test:.1f}%)"]
+         for b in figs[bands_mode]["by_ncc"]],
+    )
 
     sheet_mode = "full" if "full" in results else modes[0]
     report = results[sheet_mode]["report"]
@@ -400,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
                 "ncc": p["ncc"], "cosine": p["cosine"], "hamming": p["hamming"], "evidence": p["evidence"],
             } for p in pairs],
         },
-        "tables_markdown": {"performance": perf, "findings": found},
+        "tables_markdown": {"performance": perf, "findings": found, "ncc_bands": bands},
     }
     jpath = args.results / f"cifar10_scan{suffix(args)}.json"
     write_json(jpath, out)
@@ -409,6 +460,10 @@ def main(argv: list[str] | None = None) -> int:
     print(perf)
     print()
     print(found)
+    print()
+    print(f"Precision diagnostic ({names[bands_mode]}): test images by the NCC of their best pair in train "
+          "(any kind); label conflicts ~0% = real copies, tens of % = mostly different photos.")
+    print(bands)
     print()
     print(f"Published: {PUBLISHED_SOURCE}.")
     print(f"Wrote {jpath}" + (f" and {png}" if pairs else f" (no {args.sheet_kind} pairs: no contact sheet)"))

@@ -77,7 +77,7 @@ class MatchConfig:
     near_threshold_cnn: float = 0.94
     near_cosine: float = 0.80
     large_rotation: float = 16.0
-    similar_threshold: float = 0.85
+    similar_threshold: float = 0.94
     similar_cosine: float = 0.90
     hash_radius: int = 10
     k_thumb: int = 3
