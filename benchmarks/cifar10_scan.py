@@ -152,7 +152,7 @@ def run_mode(mode: str, data: Path, args: argparse.Namespace, weights: Path, wor
     for k in range(args.repeat):
         out = workdir / f"{mode}-{k}.json"
         cmd = splitaudit_cmd() + ["scan", os.fspath(data), "--format", "json", "--output",
-                                  os.fspath(out), "--fail-on", "never"]
+                                  os.fspath(out), "--fail-on", "never", "--no-cache"]
         cmd += ["--no-embeddings"] if mode == "hash" else ["--weights", os.fspath(weights),
                                                            "--require-embeddings"]
         if args.workers is not None:

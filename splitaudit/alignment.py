@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy import sparse
-from scipy.ndimage import gaussian_filter1d
 
 from splitaudit.fingerprints.hashes import THUMB_SIZE
 
@@ -113,6 +111,8 @@ def _transforms(aspect_bin: int, coarse: bool = False) -> list[tuple[Transform, 
 @lru_cache(maxsize=2 * len(ASPECT_BINS))
 def _operator(aspect_bin: int, coarse: bool = False) -> tuple[sparse.csr_matrix, tuple[Transform, ...]]:
     """Sparse (T*M, S*S) bilinear sampling operator over the masked grid points."""
+    from scipy import sparse  # here, not at import: scipy costs ~0.3 s of start-up
+
     pts = _POINTS[_MASK]
     m = len(pts)
     rows, cols, vals = [], [], []
@@ -188,6 +188,8 @@ def _blur_matrix(sigma: float) -> np.ndarray:
     # Gaussian blur along one axis of a 32-pixel side as a matrix (same result as
     # scipy.ndimage.gaussian_filter1d with mode="nearest"): two small matrix products per
     # image blur it, several times faster than filtering 60k thumbnails one by one.
+    from scipy.ndimage import gaussian_filter1d
+
     return gaussian_filter1d(np.eye(THUMB_SIZE, dtype=np.float32), sigma, axis=0, mode="nearest")
 
 

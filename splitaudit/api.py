@@ -12,7 +12,7 @@ from splitaudit._version import __version__
 from splitaudit.checks import REGISTRY, AuditContext
 from splitaudit.config import AuditConfig
 from splitaudit.errors import MissingWeightsError
-from splitaudit.extract import FingerprintTable, extract
+from splitaudit.extract import FingerprintTable, extract, fingerprint_identity
 from splitaudit.matching import EXACT, KIND_NAMES, NEAR, Matcher, Matches
 from splitaudit.report import (
     AuditReport,
@@ -84,6 +84,132 @@ def _confirm_exact(samples: SampleSet, table: FingerprintTable, m: Matches) -> N
             m.evidence[i] = "same pixels"
 
 
+class _Lazy:
+    """Builds its object on first use: on a cache hit checks get the fingerprint table and
+    matcher only if they look at them (none of the built-in checks does)."""
+
+    def __init__(self, make: Callable[[], object]) -> None:
+        self._make = make
+        self._obj: object | None = None
+
+    def _get(self):
+        if self._obj is None:
+            self._obj = self._make()
+        return self._obj
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self._get(), name)
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
+def _open_cache(samples: SampleSet, config: AuditConfig, embedder, notes: list[str],
+                notice: NoticeFn | None):
+    """The configured fingerprint cache of this dataset root, or None."""
+    if not config.cache or samples.root is None:
+        return None
+    from splitaudit.cache import CacheError, FingerprintCache
+
+    def say(text: str) -> None:
+        notes.append(f"cache: {text}")
+        if notice is not None:
+            notice(text)
+
+    cache = FingerprintCache.open(samples.root, config.cache_dir, notice=say)
+    if cache is None:
+        return None
+    try:
+        cache.configure(fingerprint_identity(embedder, config.max_pixels),
+                        embedder.identity() if embedder is not None else None)
+    except CacheError:
+        return None
+    return cache
+
+
+def _state_key(cache, config: AuditConfig, order: list[str]) -> str:
+    from splitaudit.incremental import state_key
+
+    return state_key(cache.fp_identity, cache.model_identity, config.match, order,
+                     extra=f"exact_recheck={EXACT_RECHECK_NCC}")
+
+
+def _cached_matches(samples: SampleSet, cache, key: str):
+    """(cross, within, errors) from the cache when no file changed since the last scan."""
+    from splitaudit.cache import CacheError
+    from splitaudit.incremental import decode_result, paths_digest
+
+    try:
+        rels = [s.path for s in samples.samples]
+        joined = "\x00".join(rels)
+        result = cache.unchanged_result(key, samples.samples, paths_digest(samples.samples, joined),
+                                        rels, joined)
+        return None if result is None else decode_result(result)
+    except CacheError:
+        return None
+    except (ValueError, KeyError, OSError):  # a damaged blob: match again
+        return None
+
+
+def _match_with_cache(samples: SampleSet, table: FingerprintTable, matcher: Matcher, cache,
+                      key: str, rows: dict[str, np.ndarray], progress: ProgressFn | None):
+    """Match incrementally against the last stored state (or fully), then store the result."""
+    from splitaudit.cache import CacheError
+    from splitaudit.incremental import (
+        decode_result,
+        decode_state,
+        encode_candidates,
+        encode_keys,
+        encode_result,
+        full_match,
+        paths_digest,
+        rematch,
+        sample_tokens,
+        state_digest,
+    )
+
+    order = samples.splits
+    tokens = sample_tokens(samples.samples, table.content_keys, table.errors)
+
+    def confirm(m: Matches) -> None:
+        _confirm_exact(samples, table, m)
+
+    digest = state_digest(samples.samples, tokens)
+    probe = cache.probe(samples.samples)
+    snapshot = (paths_digest(samples.samples), probe.started_ns, probe.snapshot_stat())
+    res = None
+    try:
+        stored = cache.load_state(key)
+        if stored is not None and stored[0] == digest:
+            # Files were touched or re-checked but their contents are the same: nothing to match.
+            cross, within, _ = decode_result(stored[1])
+            cache.stats.matches = "reused"
+            cache.update_snapshot(key, *snapshot)
+            return cross, within
+        detail = cache.load_state_detail(key)
+        if detail is not None:
+            old = decode_state(*detail)
+            res = rematch(matcher, rows, order, old, samples.samples, tokens, on_cross=confirm,
+                          progress=progress)
+    except CacheError:
+        pass
+    except (ValueError, KeyError, OSError, IndexError):  # a damaged state: match fully
+        res = None
+    if res is None:
+        res = full_match(matcher, rows, order, on_cross=confirm, progress=progress)
+    cache.stats.matches = res.mode
+    if cache.enabled:
+        try:
+            cache.store_state(key, digest, encode_result(res, table.errors),
+                              encode_keys(samples.samples, tokens), encode_candidates(res), snapshot)
+            cache.prune(probe.path_keys)
+        except CacheError:
+            pass
+    return res.cross, res.within
+
+
 def _ref(samples: SampleSet, row: int) -> SampleRef:
     s = samples.samples[row]
     return SampleRef(s.split, s.path if s.abspath is not None else None, s.label, s.index)
@@ -91,24 +217,31 @@ def _ref(samples: SampleSet, row: int) -> SampleRef:
 
 def _pairs(samples: SampleSet, m: Matches) -> list[DuplicatePair]:
     out = []
-    for i in range(len(m)):
-        cos = float(m.cosine[i])
+    refs: dict[int, SampleRef] = {}  # one SampleRef per row, shared by its pairs
+
+    def ref(row: int) -> SampleRef:
+        r = refs.get(row)
+        if r is None:
+            r = refs[row] = _ref(samples, row)
+        return r
+
+    # Plain Python lists: indexing numpy arrays element by element is several times slower.
+    for q, r, kind, ncc, cos, ham, ev in zip(m.query.tolist(), m.reference.tolist(), m.kind.tolist(),
+                                              m.ncc.tolist(), m.cosine.tolist(), m.hamming.tolist(),
+                                              m.evidence):
         out.append(DuplicatePair(
-            query=_ref(samples, int(m.query[i])),
-            reference=_ref(samples, int(m.reference[i])),
-            match=KIND_NAMES[int(m.kind[i])],
-            ncc=float(m.ncc[i]),
-            cosine=None if np.isnan(cos) else cos,
-            hamming=int(m.hamming[i]),
-            evidence=m.evidence[i],
+            query=ref(q), reference=ref(r), match=KIND_NAMES[kind], ncc=ncc,
+            cosine=None if cos != cos else cos,  # NaN: no embeddings
+            hamming=ham, evidence=ev,
         ))
     # Most severe first, then most similar: what a person should look at first.
     out.sort(key=lambda p: (KIND_NAMES.index(p.match), -p.ncc, p.query.split, p.query.path or ""))
     return out
 
 
-def _summaries(samples: SampleSet, cross: dict[tuple[str, str], Matches]) -> list[SplitPairSummary]:
-    counts = samples.counts()
+def _summaries(samples: SampleSet, cross: dict[tuple[str, str], Matches],
+               counts: dict[str, int] | None = None) -> list[SplitPairSummary]:
+    counts = counts if counts is not None else samples.counts()
     out = []
     for (q, r), m in cross.items():
         worst: dict[int, int] = {}
@@ -148,33 +281,62 @@ def audit_samples(
     notes = list(getattr(samples, "notes", []))
     t0 = time.perf_counter()
     embedder = _make_embedder(config, notes, notice)
-    table: FingerprintTable = extract(
-        samples.samples, embedder=embedder, workers=config.workers,
-        max_pixels=config.max_pixels, progress=progress,
-    )
-    timings["fingerprint"] = time.perf_counter() - t0
+    cache = _open_cache(samples, config, embedder, notes, notice)
+    try:
+        return _audit(samples, config, embedder, cache, notes, timings, t0, progress)
+    finally:
+        if cache is not None:
+            cache.close()
 
-    t0 = time.perf_counter()
-    matcher = Matcher(table, config.match)
-    rows_by_split = {s: [] for s in samples.splits}
-    for i, s in enumerate(samples.samples):
-        rows_by_split[s.split].append(i)
-    rows = {s: np.asarray(v, np.int64) for s, v in rows_by_split.items()}
-    cross: dict[tuple[str, str], Matches] = {}
+
+def _audit(samples: SampleSet, config: AuditConfig, embedder, cache, notes: list[str],
+           timings: dict[str, float], t0: float, progress: ProgressFn | None) -> AuditReport:
+    """Body of :func:`audit_samples` once the embedder and cache are settled."""
     order = samples.splits
-    todo = [(q, r) for qi, q in enumerate(order) for r in order[:qi]]
-    for done, (q, r) in enumerate(todo):
-        cross[(q, r)] = matcher.match(rows[q], rows[r])
-        _confirm_exact(samples, table, cross[(q, r)])
-        if progress is not None:
-            progress("search", done + 1, len(todo))
-    within = {s: matcher.match_within(rows[s]) for s in order}
-    timings["search"] = time.perf_counter() - t0
+
+    def fingerprints() -> FingerprintTable:
+        return extract(samples.samples, embedder=embedder, workers=config.workers,
+                       max_pixels=config.max_pixels, progress=progress, cache=cache)
+
+    key = _state_key(cache, config, order) if cache is not None else ""
+    hit = _cached_matches(samples, cache, key) if cache is not None else None
+    if hit is not None:
+        # Nothing changed since the last scan with these settings: reuse its verified pairs.
+        cross, within, errors = hit
+        cache.stats.files = cache.stats.reused = len(samples.samples)
+        cache.stats.matches = "reused"
+        timings["fingerprint"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        table = _Lazy(fingerprints)
+        matcher = _Lazy(lambda: Matcher(table._get(), config.match))
+        timings["search"] = time.perf_counter() - t0
+    else:
+        rows_by_split = {s: [] for s in samples.splits}
+        for i, s in enumerate(samples.samples):
+            rows_by_split[s.split].append(i)
+        rows = {s: np.asarray(v, np.int64) for s, v in rows_by_split.items()}
+        table = fingerprints()
+        errors = table.errors
+        timings["fingerprint"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        matcher = Matcher(table, config.match)
+        if cache is not None and cache.enabled:
+            cross, within = _match_with_cache(samples, table, matcher, cache, key, rows, progress)
+        else:
+            cross = {}
+            todo = [(q, r) for qi, q in enumerate(order) for r in order[:qi]]
+            for done, (q, r) in enumerate(todo):
+                cross[(q, r)] = matcher.match(rows[q], rows[r])
+                _confirm_exact(samples, table, cross[(q, r)])
+                if progress is not None:
+                    progress("search", done + 1, len(todo))
+            within = {s: matcher.match_within(rows[s]) for s in order}
+        timings["search"] = time.perf_counter() - t0
 
     unreadable = [Unreadable(k.path, k.split, k.reason) for k in samples.skipped]
     unreadable += [
         Unreadable(samples.samples[i].path, samples.samples[i].split, reason)
-        for i, reason in sorted(table.errors.items())
+        for i, reason in sorted(errors.items())
     ]
     pairs = [p for m in cross.values() for p in _pairs(samples, m)]
     pairs.sort(key=lambda p: (KIND_NAMES.index(p.match), -p.ncc))
@@ -182,17 +344,20 @@ def audit_samples(
     context = AuditContext(samples, table, matcher, cross, within, pairs, unreadable, config, notes)
     ids = config.checks or tuple(REGISTRY)
     checks = {cid: REGISTRY[cid]().run(context) for cid in ids}
-    summaries = _summaries(samples, cross)
+    counts = samples.counts()
+    summaries = _summaries(samples, cross, counts)
     verdict = decide_verdict(summaries, pairs, fail_on=config.fail_on, max_leak_rate=config.max_leak_rate)
     settings = {
         "version": __version__,
         "embedder": embedder.identity() if embedder is not None else None,
         **{k: v for k, v in config.to_dict().items() if k not in ("checks",)},
     }
+    if cache is not None:
+        settings["cache_stats"] = cache.stats.to_dict()
     return AuditReport(
         dataset=os.fspath(samples.root) if samples.root is not None else None,
         layout=samples.layout,
-        splits=samples.counts(),
+        splits=counts,
         split_pairs=summaries,
         cross_split_duplicates=pairs,
         within_split_duplicates=within_pairs,

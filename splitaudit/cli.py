@@ -40,6 +40,58 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+DEFAULT_BASELINE_NAME = "splitaudit-baseline.json"
+
+
+def _check_ids(text: str) -> list[str]:
+    ids = [t.strip() for t in text.split(",") if t.strip()]
+    if not ids:
+        raise argparse.ArgumentTypeError(f"must be comma-separated check ids, got {text!r}")
+    return ids
+
+
+def _add_dataset_options(p: argparse.ArgumentParser, command: str) -> None:
+    """Options shared by scan, check and baseline (all may also come from [tool.splitaudit])."""
+    hash_default = "on" if command == "scan" else "off"
+    p.add_argument("dataset", nargs="?", metavar="DATASET_DIR",
+                   help="folder with train/ and val/ and/or test/ (class subfolders optional), or a CSV "
+                        "manifest (default: 'dataset' in [tool.splitaudit])")
+    p.add_argument("--split", action="append", default=[], metavar="NAME=PATH",
+                   help="explicit split folder (repeatable); paths are relative to DATASET_DIR when given")
+    p.add_argument("--manifest", metavar="CSV", help="CSV with columns path,split[,label][,group]")
+    p.add_argument("--config", metavar="FILE",
+                   help="pyproject.toml (or other TOML file) whose [tool.splitaudit] table to read "
+                        "(default: the nearest pyproject.toml with one, from the current directory up "
+                        "to the repository root)")
+    p.add_argument("--fail-on", choices=("exact", "near", "similar", "never"), default=None,
+                   help="exit 1 when matches of this kind or worse exceed --max-leak-rate (default near)")
+    p.add_argument("--max-leak-rate", type=_unit_float, default=None, metavar="RATE",
+                   help="share of a split's samples allowed to have copies (default 0)")
+    p.add_argument("--embeddings", dest="embeddings", action="store_const", const=True, default=None,
+                   help=f"compute CNN embeddings (needs TensorFlow and weights; default {hash_default})")
+    p.add_argument("--no-embeddings", dest="embeddings", action="store_const", const=False,
+                   help="hash-only scan: no CNN, TensorFlow is not imported")
+    p.add_argument("--weights", metavar="FILE", help="MobileNetV2 ImageNet no-top weights file (.h5)")
+    p.add_argument("--near-threshold", type=_unit_float, metavar="NCC",
+                   help="aligned-NCC threshold for near duplicates (default 0.96; 0.90 when the CNN agrees)")
+    p.add_argument("--similar-threshold", type=_unit_float, metavar="NCC",
+                   help="aligned-NCC threshold for similar pairs (default 0.94)")
+    p.add_argument("--checks", type=_check_ids, metavar="ID[,ID]",
+                   help="check ids to run" + (" (default: all)" if command == "scan" else
+                                              " and report (default: cross_split_duplicates,label_conflicts,"
+                                              "unreadable_files)"))
+    p.add_argument("--workers", type=_non_negative_int, metavar="N",
+                   help="decoding processes (default: cores, less one for the CNN; 0 = in-process)")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="folder of the fingerprint cache (default $XDG_CACHE_HOME/splitaudit or "
+                        "~/.cache/splitaudit; one SQLite database per dataset directory)")
+    p.add_argument("--cache", dest="cache", action="store_const", const=True, default=None,
+                   help="use the fingerprint cache (default)")
+    p.add_argument("--no-cache", dest="cache", action="store_const", const=False,
+                   help="neither read nor write the fingerprint cache")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress or notices on stderr")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = _Parser(
@@ -50,34 +102,35 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     scan = sub.add_parser("scan", help="audit a dataset directory or manifest",
-                          description="Fingerprint every sample, search across splits and print a verdict.")
-    scan.add_argument("dataset", nargs="?", metavar="DATASET_DIR",
-                      help="folder with train/ and val/ and/or test/ (class subfolders optional), or a CSV manifest")
-    scan.add_argument("--split", action="append", default=[], metavar="NAME=PATH",
-                      help="explicit split folder (repeatable); paths are relative to DATASET_DIR when given")
-    scan.add_argument("--manifest", metavar="CSV", help="CSV with columns path,split[,label][,group]")
+                          description="Fingerprint every sample, search across splits and print a verdict. "
+                                      "Settings not given as flags come from [tool.splitaudit] in pyproject.toml.")
+    _add_dataset_options(scan, "scan")
     scan.add_argument("--format", choices=("text", "json", "html"), default="text",
                       help="report format (default text); html is one self-contained file, best with --output")
     scan.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE instead of stdout")
-    scan.add_argument("--fail-on", choices=("exact", "near", "similar", "never"), default="near",
-                      help="exit 1 when matches of this kind or worse exceed --max-leak-rate (default near)")
-    scan.add_argument("--max-leak-rate", type=_unit_float, default=0.0, metavar="RATE",
-                      help="share of a split's samples allowed to have copies (default 0)")
-    scan.add_argument("--no-embeddings", action="store_true",
-                      help="hash-only scan: no CNN, TensorFlow is not imported")
-    scan.add_argument("--weights", metavar="FILE", help="MobileNetV2 ImageNet no-top weights file (.h5)")
     scan.add_argument("--download-weights", action="store_true",
                       help="let Keras download the ImageNet weights if they are not cached (network)")
     scan.add_argument("--require-embeddings", action="store_true",
                       help="exit 2 instead of falling back to a hash-only scan when weights are missing")
-    scan.add_argument("--near-threshold", type=_unit_float, metavar="NCC",
-                      help="aligned-NCC threshold for near duplicates (default 0.90)")
-    scan.add_argument("--similar-threshold", type=_unit_float, metavar="NCC",
-                      help="aligned-NCC threshold for similar pairs (default 0.85)")
-    scan.add_argument("--workers", type=_non_negative_int, metavar="N",
-                      help="decoding processes (default: cores, less one for the CNN; 0 = in-process)")
     scan.add_argument("--batch-size", type=_non_negative_int, default=64, metavar="N", help="CNN batch size")
-    scan.add_argument("--quiet", "-q", action="store_true", help="no progress or notices on stderr")
+
+    check = sub.add_parser(
+        "check", help="fail on new leaks (pre-commit hook): one line per problem not in the baseline",
+        description="Scan (hash-only and cached unless configured otherwise), print one line per finding "
+                    "not accepted in the baseline and one per baseline entry that no longer applies; "
+                    "exit 1 when a new finding fails, else 0.")
+    _add_dataset_options(check, "check")
+    check.add_argument("--baseline", metavar="FILE",
+                       help=f"accepted findings (default: {DEFAULT_BASELINE_NAME} next to the pyproject.toml "
+                            "holding [tool.splitaudit], else in the dataset directory)")
+
+    base = sub.add_parser(
+        "baseline", help="accept the current findings: write the baseline file that check compares against",
+        description="Scan like 'check' and write every current finding to a sorted, reviewable JSON "
+                    "baseline; 'check' then fails only on findings not in it.")
+    _add_dataset_options(base, "baseline")
+    base.add_argument("--output", "-o", "--baseline", dest="output", metavar="FILE",
+                      help=f"baseline file to write (default as for check: {DEFAULT_BASELINE_NAME})")
 
     demo = sub.add_parser("demo", help="write an example dataset with planted leaks",
                           description="Write a small train/val/test image dataset with planted copies of every kind.")
@@ -117,44 +170,131 @@ class _Progress:
 
 
 def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
+    """Write ``text`` to ``path`` via a temporary file and a rename, so readers never see half a
+    report. Only regular files are replaced that way: ``-o /dev/null``, a FIFO or
+    ``/dev/stdout`` are written in place (renaming over them would replace the device node with
+    a regular file), and a symlink keeps pointing where it did."""
+    import stat
+
+    target = os.path.realpath(path)
+    try:
+        regular = stat.S_ISREG(os.stat(target).st_mode)
+    except FileNotFoundError:
+        regular = True
+    if not regular:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return
+    tmp = f"{target}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
-    os.replace(tmp, path)
+    os.replace(tmp, target)
+
+
+class _Settings:
+    """CLI flags merged over [tool.splitaudit] over the command's defaults."""
+
+    def __init__(self, args: argparse.Namespace, command: str) -> None:
+        from splitaudit.project import find_config, load_config
+
+        self.command = command
+        self.project = load_config(args.config if args.config else find_config())
+        cfg = self.project.get
+        # Where the data is: the command line wins as a whole, except that config 'splits'
+        # still name the folders inside a DATASET_DIR given on the command line.
+        if args.dataset is not None or args.split or args.manifest:
+            self.dataset, self.manifest = args.dataset, args.manifest
+            if args.split:
+                from splitaudit.sources import parse_split_arg
+
+                self.splits = dict(parse_split_arg(s) for s in args.split)
+            else:
+                self.splits = cfg("splits") if args.dataset is not None and not args.manifest else None
+        else:
+            self.dataset, self.splits, self.manifest = cfg("dataset"), cfg("splits"), cfg("manifest")
+            if self.splits is not None and self.dataset is None and self.project.folder is not None:
+                # Split folders relative to the configuration file when no dataset is named.
+                self.splits = {k: os.path.join(self.project.folder, v) for k, v in self.splits.items()}
+        if self.dataset is None and not self.splits and not self.manifest:
+            raise _usage(f"{command} needs DATASET_DIR, --split NAME=PATH or --manifest CSV "
+                         "(or 'dataset' in [tool.splitaudit] of pyproject.toml)")
+
+        def pick(flag, key, default):
+            return flag if flag is not None else cfg(key, default)
+
+        self.fail_on = pick(args.fail_on, "fail_on", "near")
+        self.max_leak_rate = pick(args.max_leak_rate, "max_leak_rate", 0.0)
+        self.embeddings = pick(args.embeddings, "embeddings", command == "scan")
+        self.checks = pick(args.checks, "checks", None)
+        self.baseline = cfg("baseline")
+        cache = pick(args.cache, "cache", True)
+        cache_dir = pick(args.cache_dir, "cache_dir", None)
+        match_kwargs = {}
+        for key in ("near_threshold", "similar_threshold"):
+            value = pick(getattr(args, key), key, None)
+            if value is not None:
+                match_kwargs[key] = value
+        from splitaudit.config import AuditConfig
+        from splitaudit.matching import MatchConfig
+
+        batch_size = getattr(args, "batch_size", 64)
+        if batch_size < 1:
+            raise _usage("--batch-size must be at least 1")
+        self.config = AuditConfig(
+            embeddings=self.embeddings, weights=pick(args.weights, "weights", None),
+            download_weights=getattr(args, "download_weights", False),
+            require_embeddings=getattr(args, "require_embeddings", False),
+            workers=pick(args.workers, "workers", None), batch_size=batch_size, fail_on=self.fail_on,
+            max_leak_rate=self.max_leak_rate,
+            checks=tuple(self.checks) if self.checks and command == "scan" else None,
+            match=MatchConfig(**match_kwargs), cache=cache, cache_dir=cache_dir,
+        )
+        if self.config.embeddings:
+            # The CLI owns stderr: keep TensorFlow's C++ start-up chatter out of it.
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+    def audit(self, args: argparse.Namespace, samples=None):
+        """Discover (unless given) and audit, with progress and notices on stderr."""
+        from splitaudit.api import audit_samples
+        from splitaudit.sources import discover
+
+        if samples is None:
+            samples = discover(self.dataset, splits=self.splits, manifest=self.manifest)
+        progress = _Progress(not args.quiet)
+        notice = None if args.quiet else (lambda text: print(f"splitaudit: {text}", file=sys.stderr))
+        try:
+            return audit_samples(samples, self.config, progress=progress, notice=notice)
+        finally:
+            progress.close()
+
+    def baseline_path(self, flag: str | None, samples) -> str:
+        """Baseline file: the flag, the config key, next to the config file, else in the dataset."""
+        if flag:
+            return flag
+        if self.baseline:
+            return self.baseline
+        if self.project.folder is not None:
+            return os.path.join(self.project.folder, DEFAULT_BASELINE_NAME)
+        return os.path.join(os.fspath(samples.root or "."), DEFAULT_BASELINE_NAME)
+
+
+def _display(root: str | None):
+    """Paths as the user can open them: relative to the working directory when inside it."""
+    from pathlib import PurePath
+
+    if root is None:
+        return lambda p: p
+    cwd = os.path.join(os.path.abspath(os.getcwd()), "")
+    absolute = os.path.abspath(root)
+    inside = os.path.join(absolute, "").startswith(cwd)  # the working directory itself included
+    prefix = os.path.relpath(absolute, cwd) if inside else absolute
+    prefix = "" if prefix == os.curdir else PurePath(prefix).as_posix() + "/"
+    return lambda p: p if p is None or os.path.isabs(p) else prefix + p
 
 
 def _cmd_scan(args: argparse.Namespace) -> int:
-    from splitaudit.api import scan
-    from splitaudit.config import AuditConfig
-    from splitaudit.matching import MatchConfig
-    from splitaudit.sources import parse_split_arg
-
-    if args.dataset is None and not args.split and not args.manifest:
-        raise _usage("scan needs DATASET_DIR, --split NAME=PATH or --manifest CSV")
-    splits = dict(parse_split_arg(s) for s in args.split) or None
-    match_kwargs = {}
-    if args.near_threshold is not None:
-        match_kwargs["near_threshold"] = args.near_threshold
-    if args.similar_threshold is not None:
-        match_kwargs["similar_threshold"] = args.similar_threshold
-    if args.batch_size < 1:
-        raise _usage("--batch-size must be at least 1")
-    config = AuditConfig(
-        embeddings=not args.no_embeddings, weights=args.weights,
-        download_weights=args.download_weights, require_embeddings=args.require_embeddings,
-        workers=args.workers, batch_size=args.batch_size, fail_on=args.fail_on,
-        max_leak_rate=args.max_leak_rate, match=MatchConfig(**match_kwargs),
-    )
-    if config.embeddings:
-        # The CLI owns stderr: keep TensorFlow's C++ start-up chatter out of it.
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    progress = _Progress(not args.quiet)
-    notice = None if args.quiet else (lambda text: print(f"splitaudit: {text}", file=sys.stderr))
-    try:
-        report = scan(args.dataset, splits=splits, manifest=args.manifest, config=config,
-                      progress=progress, notice=notice)
-    finally:
-        progress.close()
+    settings = _Settings(args, "scan")
+    report = settings.audit(args)
     if args.format == "json":
         from splitaudit.render.json import render_json
 
@@ -172,6 +312,88 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return report.exit_code
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from splitaudit.baseline import compare, findings, load_baseline
+    from splitaudit.sources import discover
+
+    settings = _Settings(args, "check")
+    samples = discover(settings.dataset, splits=settings.splits, manifest=settings.manifest)
+    path = settings.baseline_path(args.baseline, samples)
+    baseline = load_baseline(path)  # a malformed baseline fails before the scan
+    report = settings.audit(args, samples)
+    found = findings(report, fail_on=settings.fail_on, checks=settings.checks)
+    result = compare(found, baseline)
+    show = _display(report.dataset)
+    for f in result.new:
+        print(f.line(show))
+    name = os.path.basename(path)
+    for f in result.stale:
+        what = f"{show(f.path)}" if f.kind == "unreadable" else f"{show(f.path)} ~ {show(f.other)} ({f.match})"
+        print(f"STALE baseline entry {what}: no longer found; drop it with 'splitaudit baseline'")
+    failing = _failing(result.new, report, settings.max_leak_rate)
+    if not args.quiet:
+        accepted = f"{len(result.accepted)} accepted in {name}" if baseline.exists else f"no {name}"
+        if failing:
+            where = settings.dataset or settings.manifest or "the dataset"
+            print(f"splitaudit: {len(failing)} new problem(s) ({accepted}). Fix them, or accept them "
+                  f"with: splitaudit baseline {where}", file=sys.stderr)
+        elif result.new:
+            print(f"splitaudit: {len(result.new)} new finding(s) within --max-leak-rate "
+                  f"{settings.max_leak_rate:g} ({accepted})", file=sys.stderr)
+        else:
+            print(f"splitaudit: OK, no new problems ({accepted}; {sum(report.splits.values())} samples)",
+                  file=sys.stderr)
+    return EXIT_LEAK if failing else EXIT_OK
+
+
+def _failing(new: list, report, max_leak_rate: float) -> list:
+    """New findings that fail: leaks beyond ``max_leak_rate`` of their split pair, and every
+    other finding."""
+    sizes = {(s.query_split, s.reference_split): s.query_samples for s in report.split_pairs}
+    leaked: dict[tuple, set] = {}
+    for f in new:
+        if f.kind == "leak":
+            leaked.setdefault((f.split, f.reference_split), set()).add(f.path)
+    over = {k for k, paths in leaked.items() if len(paths) / max(sizes.get(k, 0), 1) > max_leak_rate}
+    return [f for f in new if f.kind != "leak" or (f.split, f.reference_split) in over]
+
+
+def _cmd_baseline(args: argparse.Namespace) -> int:
+    from splitaudit.baseline import findings, load_baseline, write_baseline
+    from splitaudit.errors import InvalidInputError
+    from splitaudit.sources import discover
+
+    settings = _Settings(args, "baseline")
+    samples = discover(settings.dataset, splits=settings.splits, manifest=settings.manifest)
+    path = settings.baseline_path(args.output, samples)
+    try:
+        previous = load_baseline(path)
+    except InvalidInputError as exc:
+        print(f"splitaudit: replacing unreadable baseline: {exc}", file=sys.stderr)
+        previous = None
+    report = settings.audit(args, samples)
+    found = findings(report, fail_on=settings.fail_on, checks=settings.checks)
+    root = os.fspath(samples.root) if samples.root is not None else None
+    dataset = None
+    if root is not None:
+        try:
+            dataset = os.path.relpath(root, os.path.dirname(os.path.abspath(path))).replace(os.sep, "/")
+        except ValueError:
+            dataset = root
+    write_baseline(path, found, dataset)
+    keys = {f.key for f in found}
+    counts = {k: sum(1 for f in found if f.kind == k) for k in ("leak", "duplicate", "unreadable")}
+    change = ""
+    if previous is not None and previous.exists:
+        added = len(keys - set(previous.entries))
+        dropped = len(set(previous.entries) - keys)
+        change = f" ({added} added, {dropped} dropped)"
+    print(f"Wrote {path}: {counts['leak']} leaks, {counts['duplicate']} within-split duplicates and "
+          f"{counts['unreadable']} unreadable files accepted{change}. Review and commit it; "
+          "'splitaudit check' now fails only on findings not in it.")
+    return EXIT_OK
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -223,6 +445,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "scan":
             return _cmd_scan(args)
+        if args.command == "check":
+            return _cmd_check(args)
+        if args.command == "baseline":
+            return _cmd_baseline(args)
         if args.command == "demo":
             return _cmd_demo(args)
         return _cmd_list_checks()

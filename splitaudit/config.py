@@ -40,6 +40,13 @@ class AuditConfig:
         Check ids to run (None: all).
     match : MatchConfig
         Matcher thresholds.
+    cache : bool
+        Keep fingerprints, embeddings and matches in a persistent cache
+        (:mod:`splitaudit.cache`), so a re-scan only fingerprints what changed. The CLI turns
+        it on by default; the Python API leaves it off unless asked.
+    cache_dir : str or None
+        Folder of the cache databases (None: ``$XDG_CACHE_HOME/splitaudit``, else
+        ``~/.cache/splitaudit``; one database per dataset root).
     """
 
     embeddings: bool = True
@@ -54,8 +61,14 @@ class AuditConfig:
     max_leak_rate: float = 0.0
     checks: tuple[str, ...] | None = None
     match: MatchConfig = field(default_factory=MatchConfig)
+    cache: bool = False
+    cache_dir: str | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.cache, bool):
+            raise invalid_param("cache", "scan", "True or False", self.cache)
+        if self.cache_dir is not None and not isinstance(self.cache_dir, (str, os.PathLike)):
+            raise invalid_param("cache_dir", "scan", "a folder path or None", self.cache_dir)
         if self.fail_on not in FAIL_ON:
             raise invalid_param("fail_on", "scan", f"one of {', '.join(FAIL_ON)}", self.fail_on)
         r = self.max_leak_rate

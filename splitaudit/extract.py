@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,8 +19,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from splitaudit.errors import DecodeError
-from splitaudit.fingerprints.hashes import DIGEST_BYTES, HASH_BYTES, THUMB_SIZE, fingerprint_image
-from splitaudit.imaging import read_and_decode
+from splitaudit.fingerprints.hashes import (
+    DIGEST_BYTES,
+    HASH_BYTES,
+    THUMB_SIZE,
+    file_digest,
+    fingerprint_image,
+)
+from splitaudit.imaging import _read_file, load_rgb_bytes
 from splitaudit.sources.base import Sample
 
 #: Files per task sent to a worker: large enough to amortise inter-process overhead.
@@ -38,7 +45,9 @@ class FingerprintTable:
     """Fingerprints of N samples as column arrays (row i = sample i).
 
     Rows of samples that could not be decoded hold zeros and ``ok[i]`` is False; their
-    reasons are in ``errors``.
+    reasons are in ``errors``. ``content_keys[i]`` is the BLAKE2b-128 digest of sample i's
+    bytes (also for files that do not decode; None when the file could not be read): the key
+    of the fingerprint cache and of the incremental matcher.
     """
 
     ok: np.ndarray
@@ -51,6 +60,7 @@ class FingerprintTable:
     height: np.ndarray
     embeddings: np.ndarray | None = None
     errors: dict[int, str] = field(default_factory=dict)
+    content_keys: list[bytes | None] | None = None
 
     @classmethod
     def allocate(cls, n: int, embedding_dim: int | None) -> "FingerprintTable":
@@ -77,7 +87,7 @@ class _ChunkResult:
     indices: list[int]
     rows: list[tuple]  # (file_digest, pixel_digest, phash, phash_flip, thumb, w, h)
     cnn: np.ndarray | None
-    errors: list[tuple[int, str]]
+    errors: list[tuple[int, str, bytes | None]]  # (index, reason, digest of the bytes if read)
 
 
 def _work(task: tuple[list[tuple[int, str]], int | None, int, int]) -> _ChunkResult:
@@ -85,10 +95,17 @@ def _work(task: tuple[list[tuple[int, str]], int | None, int, int]) -> _ChunkRes
     items, cnn_size, min_side, max_pixels = task
     indices, rows, cnn, errors = [], [], [], []
     for index, path in items:
+        # Same as imaging.read_and_decode, split so that a file that does not decode still
+        # gets a content digest (its reason is cached by content like any fingerprint).
         try:
-            raw, rgb, info = read_and_decode(path, min_side=min_side, max_pixels=max_pixels)
+            raw = _read_file(path)
         except DecodeError as exc:
-            errors.append((index, exc.reason))
+            errors.append((index, exc.reason, None))
+            continue
+        try:
+            rgb, info = load_rgb_bytes(raw, min_side=min_side, max_pixels=max_pixels)
+        except DecodeError as exc:
+            errors.append((index, exc.reason, file_digest(raw)))
             continue
         reduced = rgb.shape[0] != info.height or rgb.shape[1] != info.width
         fp = fingerprint_image(raw, rgb, cnn_size=cnn_size, reduced=reduced)
@@ -122,6 +139,7 @@ def extract(
     workers: int | None = None,
     max_pixels: int | None = None,
     progress: ProgressFn | None = None,
+    cache=None,
 ) -> FingerprintTable:
     """Fingerprint every sample (and embed it, when an embedder is given).
 
@@ -137,28 +155,80 @@ def extract(
         Decompression-bomb limit passed to the decoder (None: the decoder's default).
     progress : callable or None
         Called as ``progress("fingerprint", done, total)`` after each chunk.
+    cache : FingerprintCache or None
+        Persistent cache (:mod:`splitaudit.cache`), already configured with this scan's
+        identities. Samples whose (path, size, mtime) match a cached row are filled from it
+        without reading the file; files whose bytes hash to known content are not decoded;
+        only the rest go to the workers, and their results are written back every few hundred
+        files (so an interrupted scan resumes). When the cache fails it disables itself (with
+        a notice) and the scan starts over without it.
 
     Returns
     -------
     FingerprintTable
     """
+    if cache is not None and cache.enabled:
+        from splitaudit.cache import CacheError
+
+        try:
+            return _extract_cached(samples, embedder, workers, max_pixels, progress, cache)
+        except CacheError:
+            pass  # the cache has said why and disabled itself; start over without it
+    n = len(samples)
+    table = FingerprintTable.allocate(n, embedder.dim if embedder is not None else None)
+    table.content_keys = [None] * n
+    _fingerprint(samples, list(range(n)), table, embedder, workers, max_pixels, progress, 0, None)
+    return table
+
+
+def fingerprint_identity(embedder=None, max_pixels: int | None = None) -> str:
+    """Everything besides the file bytes that a fingerprint row depends on (for caches)."""
+    from splitaudit.imaging import DEFAULT_MAX_PIXELS
+
+    cnn_size = embedder.input_size if embedder is not None else None
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    return f"min_side={max(MIN_DECODE_SIDE, cnn_size or 0)}|max_pixels={limit}|thumb={THUMB_SIZE}"
+
+
+class _Sink:
+    """Receives results as they are computed (the cache writes them back)."""
+
+    def chunk(self, table: FingerprintTable, res: _ChunkResult) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def embedded(self, table: FingerprintTable, idx: np.ndarray) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+
+def _fingerprint(
+    samples: Sequence[Sample],
+    todo: list[int],
+    table: FingerprintTable,
+    embedder,
+    workers: int | None,
+    max_pixels: int | None,
+    progress: ProgressFn | None,
+    done0: int,
+    sink: _Sink | None,
+) -> None:
+    """Decode, fingerprint (and embed) the samples at indices ``todo`` into ``table``."""
     from splitaudit.imaging import DEFAULT_MAX_PIXELS
 
     n = len(samples)
-    table = FingerprintTable.allocate(n, embedder.dim if embedder is not None else None)
     cnn_size = embedder.input_size if embedder is not None else None
     min_side = max(MIN_DECODE_SIDE, cnn_size or 0)
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
-    items = [(i, os.fspath(s.abspath)) for i, s in enumerate(samples)]
-    tasks = [(items[i:i + CHUNK], cnn_size, min_side, limit) for i in range(0, n, CHUNK)]
+    items = [(i, os.fspath(samples[i].abspath)) for i in todo]
+    tasks = [(items[i:i + CHUNK], cnn_size, min_side, limit) for i in range(0, len(items), CHUNK)]
     if workers is None:
         workers = default_workers(embedder is not None)
-    if n < MIN_PARALLEL:
+    if len(items) < MIN_PARALLEL:
         workers = 0
 
     pending_idx: list[int] = []
     pending_img: list[np.ndarray] = []
-    done = 0
+    done = done0
+    keys = table.content_keys
 
     def flush(force: bool) -> None:
         batch = embedder.batch_size
@@ -167,14 +237,18 @@ def extract(
             imgs = np.concatenate(pending_img) if len(pending_img) > 1 else pending_img[0]
             idx = np.asarray(pending_idx[:take])
             table.embeddings[idx] = embedder.embed(imgs[:take]).astype(np.float16)
+            if sink is not None:
+                sink.embedded(table, idx)
             rest = imgs[take:]
             pending_idx[:] = pending_idx[take:]
             pending_img[:] = [rest] if len(rest) else []
 
     def absorb(res: _ChunkResult) -> None:
         nonlocal done
-        for index, reason in res.errors:
+        for index, reason, digest in res.errors:
             table.errors[index] = reason
+            if keys is not None:
+                keys[index] = digest
         if res.indices:
             idx = np.asarray(res.indices)
             cols = list(zip(*res.rows))
@@ -186,10 +260,15 @@ def extract(
             table.thumbs[idx] = np.stack(cols[4])
             table.width[idx] = cols[5]
             table.height[idx] = cols[6]
-            if res.cnn is not None:
-                pending_idx.extend(res.indices)
-                pending_img.append(res.cnn)
-                flush(False)
+            if keys is not None:
+                for index, digest in zip(res.indices, cols[0]):
+                    keys[index] = digest
+        if sink is not None:
+            sink.chunk(table, res)
+        if res.indices and res.cnn is not None:
+            pending_idx.extend(res.indices)
+            pending_img.append(res.cnn)
+            flush(False)
         done += len(res.indices) + len(res.errors)
         if progress is not None:
             progress("fingerprint", done, n)
@@ -212,4 +291,136 @@ def extract(
                 absorb(window.popleft().get())
     if embedder is not None:
         flush(True)
+
+
+class _CacheSink(_Sink):
+    """Writes fingerprints back to the cache, committing every few hundred files."""
+
+    def __init__(self, cache, samples, probe, with_embeddings: bool) -> None:
+        from splitaudit.cache import COMMIT_ROWS, COMMIT_SECONDS, ContentRow
+
+        self.cache, self.probe, self.with_embeddings = cache, probe, with_embeddings
+        self.row_type = ContentRow
+        self.rows_limit, self.seconds_limit = COMMIT_ROWS, COMMIT_SECONDS
+        self.files: list[tuple] = []
+        self.contents: list = []
+        self.embeddings: list[tuple[bytes, bytes]] = []
+        self.last = time.monotonic()
+        self.now = time.time_ns()
+
+    def _file(self, index: int, digest: bytes) -> None:
+        st = self.probe.stat[index]
+        if st is not None:  # stat was taken before the read: a later change shows next time
+            self.files.append((self.probe.path_keys[index], st[0], st[1], self.now, digest))
+
+    def chunk(self, table: FingerprintTable, res: _ChunkResult) -> None:
+        row = self.row_type
+        for index, reason, digest in res.errors:
+            if digest is not None:  # read errors (permissions, ...) are not a property of content
+                self.contents.append(row(digest, False, error=reason))
+                self._file(index, digest)
+        for index, (fd, pd, ph, phf, thumb, w, h) in zip(res.indices, res.rows):
+            self.contents.append(row(fd, True, pd, ph, phf, np.ascontiguousarray(thumb).tobytes(), int(w), int(h)))
+            self._file(index, fd)
+        self.cache.stats.decoded += len(res.indices) + sum(1 for e in res.errors if e[2] is not None)
+        self.maybe_commit()
+
+    def embedded(self, table: FingerprintTable, idx: np.ndarray) -> None:
+        vecs = table.embeddings[idx]
+        for j, index in enumerate(idx.tolist()):
+            self.embeddings.append((table.content_keys[index], vecs[j].tobytes()))
+        self.cache.stats.embedded += len(idx)
+        self.maybe_commit()
+
+    def maybe_commit(self, force: bool = False) -> None:
+        pending = len(self.files) + len(self.embeddings)
+        if not pending and not self.contents:
+            return
+        if force or pending >= self.rows_limit or time.monotonic() - self.last >= self.seconds_limit:
+            # Contents and embeddings go in before (or with) the file rows that point at them.
+            self.cache.store(self.files, self.contents, self.embeddings)
+            self.files, self.contents, self.embeddings = [], [], []
+            self.last = time.monotonic()
+
+
+def _extract_cached(samples, embedder, workers, max_pixels, progress, cache) -> FingerprintTable:
+    """:func:`extract` with a cache: fill what is known, fingerprint the rest, write it back."""
+    n = len(samples)
+    with_emb = embedder is not None
+    table = FingerprintTable.allocate(n, embedder.dim if with_emb else None)
+    keys: list[bytes | None] = [None] * n
+    table.content_keys = keys
+    stats = cache.stats
+    stats.files = n
+    probe = cache.probe(samples)
+    complete = cache.complete(None, embeddings=with_emb)
+    ready: dict[int, bytes] = {}
+    todo: list[int] = []
+    for i, d in enumerate(probe.keys):
+        if d is not None and d in complete:
+            ready[i] = d
+        else:
+            todo.append(i)
+    stats.reused = len(ready)
+
+    # Files whose (size, mtime) changed or that are new may hold known bytes (touched by a git
+    # checkout, renamed, copied): reading and hashing is far cheaper than decoding. When most
+    # files are new (first scan, resumed scan) only paths already recorded are re-checked.
+    sink = _CacheSink(cache, samples, probe, with_emb)
+    if todo and complete:
+        check = todo if len(todo) <= n // 2 else [i for i in todo if probe.known[i] is not None]
+        hit = set()
+        for i in check:
+            if probe.stat[i] is None:
+                continue
+            try:
+                raw = _read_file(os.fspath(samples[i].abspath))
+            except DecodeError:
+                continue  # the decode pass reports it
+            d = file_digest(raw)
+            if d in complete:
+                ready[i] = d
+                hit.add(i)
+                sink._file(i, d)
+        if hit:
+            todo = [i for i in todo if i not in hit]
+            stats.rehashed += len(hit)
+
+    # Fill the known rows from the cache, column by column.
+    if ready:
+        rows = cache.load_contents(set(ready.values()))
+        embs = cache.load_embeddings(set(ready.values())) if with_emb else {}
+        ok_idx, ok_rows, missing = [], [], []
+        for i, d in ready.items():
+            r = rows.get(d)
+            if r is None or (with_emb and r.ok and len(embs.get(d, b"")) != 2 * embedder.dim):
+                missing.append(i)  # removed meanwhile by a concurrent run: fingerprint again
+                continue
+            keys[i] = d
+            if r.ok:
+                ok_idx.append(i)
+                ok_rows.append(r)
+            else:
+                table.errors[i] = r.error or "unreadable"
+        if ok_idx:
+            idx = np.asarray(ok_idx)
+            table.ok[idx] = True
+            table.file_digest[idx] = np.frombuffer(b"".join(r.digest for r in ok_rows), np.uint8).reshape(-1, DIGEST_BYTES)
+            table.pixel_digest[idx] = np.frombuffer(b"".join(r.pixel_digest for r in ok_rows), np.uint8).reshape(-1, DIGEST_BYTES)
+            table.phash[idx] = np.frombuffer(b"".join(r.phash for r in ok_rows), np.uint8).reshape(-1, HASH_BYTES)
+            table.phash_flip[idx] = np.frombuffer(b"".join(r.phash_flip for r in ok_rows), np.uint8).reshape(-1, HASH_BYTES)
+            table.thumbs[idx] = np.frombuffer(b"".join(r.thumb for r in ok_rows), np.uint8).reshape(-1, THUMB_SIZE, THUMB_SIZE)
+            table.width[idx] = [r.width for r in ok_rows]
+            table.height[idx] = [r.height for r in ok_rows]
+            if with_emb:
+                table.embeddings[idx] = np.frombuffer(
+                    b"".join(embs[r.digest] for r in ok_rows), np.float16).reshape(len(ok_rows), -1)
+        if missing:
+            todo = sorted(set(todo) | set(missing))
+            stats.reused -= sum(1 for i in missing if probe.keys[i] is not None)
+        if progress is not None:
+            progress("fingerprint", n - len(todo), n)
+
+    _fingerprint(samples, todo, table, embedder, workers, max_pixels, progress, n - len(todo), sink)
+    sink.maybe_commit(force=True)
     return table

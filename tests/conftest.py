@@ -12,6 +12,14 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 ALL_FAMILIES = EXACT_FAMILIES + NEAR_FAMILIES
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache_home(tmp_path_factory):
+    """The CLI caches fingerprints under $XDG_CACHE_HOME: keep the tests' caches out of ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def leaky_dataset(tmp_path_factory) -> tuple[Path, list[PlantedLeak]]:
     """train/val/test with one planted copy in val per transform family (read-only for tests)."""
