@@ -79,13 +79,28 @@ COARSE_CROP_SCALES = (1.0, 0.9)
 COARSE_ROTATIONS = (-24, -16, -8, 8, 16, 24)
 
 
+def transform_matrix(t: Transform, aspect_bin: int) -> tuple[np.ndarray, np.ndarray]:
+    """2x2 matrix and offset mapping fixed-image coordinates to moving-image coordinates.
+
+    Coordinates are normalised to [-0.5, 0.5]; ``aspect_bin`` is the fixed image's aspect bin
+    (a rotation of a non-square photo is modelled in its real, unsquashed geometry).
+    """
+    fx = -1.0 if t.flip else 1.0
+    if t.kind != "rotation":
+        return np.array([[fx * t.scale[0], 0.0], [0.0, t.scale[1]]]), np.asarray(t.offset, float)
+    a = ASPECT_BINS[aspect_bin]
+    d = np.diag([a, 1.0]) / max(a, 1.0)
+    th = np.deg2rad(t.angle)
+    rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    return np.linalg.inv(d) @ rot @ d @ np.diag([fx, 1.0]), np.zeros(2)
+
+
 def _transforms(aspect_bin: int, coarse: bool = False) -> list[tuple[Transform, np.ndarray, np.ndarray]]:
     """Transforms for one aspect bin, each with its 2x2 matrix and offset."""
-    out: list[tuple[Transform, np.ndarray, np.ndarray]] = []
+    ts: list[Transform] = []
     scales = COARSE_CROP_SCALES if coarse else CROP_SCALES
     angles = COARSE_ROTATIONS if coarse else ROTATIONS
     for flip in (False, True):
-        fx = -1.0 if flip else 1.0
         for sx in scales:
             offs_x = (0.0,) if sx == 1.0 or coarse else (-(1 - sx) / 2, 0.0, (1 - sx) / 2)
             for sy in scales:
@@ -95,17 +110,9 @@ def _transforms(aspect_bin: int, coarse: bool = False) -> list[tuple[Transform, 
                 for ox in offs_x:
                     for oy in offs_y:
                         kind = "identity" if (sx, sy) == (1.0, 1.0) else "crop"
-                        t = Transform(kind, flip, (sx, sy), (ox, oy), 0.0)
-                        out.append((t, np.array([[fx * sx, 0.0], [0.0, sy]]), np.array([ox, oy])))
-        a = ASPECT_BINS[aspect_bin]
-        d = np.diag([a, 1.0]) / max(a, 1.0)
-        d_inv = np.linalg.inv(d)
-        for ang in angles:
-            th = np.deg2rad(ang)
-            rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
-            m = d_inv @ rot @ d @ np.diag([fx, 1.0])
-            out.append((Transform("rotation", flip, (1.0, 1.0), (0.0, 0.0), float(ang)), m, np.zeros(2)))
-    return out
+                        ts.append(Transform(kind, flip, (sx, sy), (ox, oy), 0.0))
+        ts += [Transform("rotation", flip, (1.0, 1.0), (0.0, 0.0), float(a)) for a in angles]
+    return [(t, *transform_matrix(t, aspect_bin)) for t in ts]
 
 
 @lru_cache(maxsize=2 * len(ASPECT_BINS))

@@ -108,18 +108,6 @@ def state_digest(samples: Sequence, tokens: Sequence[str]) -> bytes:
 # ------------------------------------------------------------------------------ matching
 
 
-def _knn_inputs(matcher: Matcher):
-    """(name, reference vectors, query vectors, k, min score) of each kNN signal in use."""
-    t, c = matcher.table, matcher.config
-    out = []
-    if c.k_thumb:
-        out.append(("thumb", matcher.desc, matcher.desc, c.k_thumb, 0.3))
-        out.append(("thumb_flip", matcher.desc, matcher.desc_flip, c.k_thumb, 0.3))
-    if t.embeddings is not None and c.k_embedding:
-        out.append(("embedding", t.embeddings, t.embeddings, c.k_embedding, 0.5))
-    return out
-
-
 def candidate_search(matcher: Matcher, query: np.ndarray, reference: np.ndarray,
                      floors: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """:meth:`Matcher.candidates` (all signals, same parameters) that also returns, per kNN
@@ -141,7 +129,7 @@ def candidate_search(matcher: Matcher, query: np.ndarray, reference: np.ndarray,
         nb = hamming_within(t.phash[reference], codes[query], c.hash_radius)
         add(nb.query, nb.reference)
     out_floors: dict[str, np.ndarray] = {}
-    for name, ref_vecs, query_vecs, k, min_score in _knn_inputs(matcher):
+    for name, ref_vecs, query_vecs, k, min_score in matcher.knn_signals():
         nb = vector_knn(ref_vecs[reference], query_vecs[query], k, min_score=min_score)
         if floors is not None:
             keep = nb.score >= floors[name][query[nb.query]]
@@ -295,7 +283,7 @@ def rematch(matcher: Matcher, rows: dict[str, np.ndarray], order: Sequence[str],
     n_changed = int(changed.sum()) + removed  # an edited file counts once
     if n_changed > MAX_INCREMENTAL_SHARE * max(n, 1):
         return None
-    signals = [name for name, *_ in _knn_inputs(matcher)]
+    signals = [name for name, *_ in matcher.knn_signals()]
     ok = matcher.table.ok
     cross, cand, floors = {}, {}, {}
     todo = [(q, r) for qi, q in enumerate(order) for r in order[:qi]]

@@ -10,7 +10,6 @@ thumbnails (:mod:`splitaudit.alignment`) before it is called a copy.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -18,16 +17,13 @@ import numpy as np
 
 from splitaudit import alignment
 from splitaudit.errors import invalid_param
-from splitaudit.extract import FingerprintTable
+from splitaudit.extract import FingerprintTable, available_cores
 from splitaudit.neighbours import Neighbours, exact_matches, hamming_within, vector_knn
 
 EXACT, NEAR, SIMILAR = 0, 1, 2
 #: Candidate pairs verified per task (a few MB of warped samples each).
 VERIFY_CHUNK = 2048
 
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 KIND_NAMES = ("exact", "near", "similar")
 
 
@@ -149,7 +145,21 @@ class Matcher:
         self.aspect = alignment.aspect_bin(table.width, table.height)
         self.flat = table.thumbs.reshape(len(table), -1).std(axis=1) < self.config.flat_std
 
-    def candidates(self, query: np.ndarray, reference: np.ndarray, *, exhaustive_hash: bool = True) -> np.ndarray:
+    def knn_signals(self) -> list[tuple[str, np.ndarray, np.ndarray, int, float]]:
+        """(name, reference vectors, query vectors, k, minimum cosine) of each kNN signal.
+
+        The one definition of the vector signals, shared with incremental re-matching.
+        """
+        t, c = self.table, self.config
+        out = []
+        if c.k_thumb:
+            out.append(("thumb", self.desc, self.desc, c.k_thumb, 0.3))
+            out.append(("thumb_flip", self.desc, self.desc_flip, c.k_thumb, 0.3))
+        if t.embeddings is not None and c.k_embedding:
+            out.append(("embedding", t.embeddings, t.embeddings, c.k_embedding, 0.5))
+        return out
+
+    def candidates(self, query: np.ndarray, reference: np.ndarray) -> np.ndarray:
         """Union of candidate pairs from every signal, as (P, 2) table rows (query, reference)."""
         t, c = self.table, self.config
         found: list[np.ndarray] = []
@@ -157,16 +167,10 @@ class Matcher:
         def add(nb: Neighbours) -> None:
             found.append(np.stack([query[nb.query], reference[nb.reference]], axis=1))
 
-        if exhaustive_hash:
-            add(hamming_within(t.phash[reference], t.phash[query], c.hash_radius))
-            add(hamming_within(t.phash[reference], t.phash_flip[query], c.hash_radius))
-        if c.k_thumb:
-            add(vector_knn(self.desc[reference], self.desc[query], c.k_thumb, min_score=0.3))
-            add(vector_knn(self.desc[reference], self.desc_flip[query], c.k_thumb, min_score=0.3))
-        if t.embeddings is not None and c.k_embedding:
-            add(vector_knn(t.embeddings[reference], t.embeddings[query], c.k_embedding, min_score=0.5))
-        if not found:
-            return np.zeros((0, 2), np.int64)
+        for codes in (t.phash, t.phash_flip):
+            add(hamming_within(t.phash[reference], codes[query], c.hash_radius))
+        for _, ref_vecs, query_vecs, k, min_score in self.knn_signals():
+            add(vector_knn(ref_vecs[reference], query_vecs[query], k, min_score=min_score))
         pairs = np.concatenate(found)
         return np.unique(pairs, axis=0) if len(pairs) else pairs
 
@@ -256,7 +260,7 @@ class Matcher:
             return np.zeros(0, np.float32), []
         bounds = list(range(0, n, VERIFY_CHUNK)) + [n]
         parts = [(bounds[k], bounds[k + 1]) for k in range(len(bounds) - 1)]
-        threads = min(len(parts), _cores())
+        threads = min(len(parts), available_cores())
         if threads <= 1:
             return self._align(ref, qry, vouched)
         with ThreadPoolExecutor(threads) as pool:

@@ -185,20 +185,6 @@ class _ImageStore:
         return len(self.uris) - 1
 
 
-def _transform_matrix(t: Any, fixed_aspect: int) -> tuple[np.ndarray, np.ndarray]:
-    """2x2 matrix and offset of an alignment Transform (see splitaudit.alignment)."""
-    from splitaudit.alignment import ASPECT_BINS
-
-    fx = -1.0 if t.flip else 1.0
-    if t.kind != "rotation":
-        return np.array([[fx * t.scale[0], 0.0], [0.0, t.scale[1]]]), np.asarray(t.offset, float)
-    a = ASPECT_BINS[fixed_aspect]
-    d = np.diag([a, 1.0]) / max(a, 1.0)
-    th = np.deg2rad(t.angle)
-    rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
-    return np.linalg.inv(d) @ rot @ d @ np.diag([fx, 1.0]), np.zeros(2)
-
-
 def _warp(moving: Image.Image, mat: np.ndarray, off: np.ndarray, side: int) -> Image.Image:
     """Resample a ``side`` x ``side`` image into the fixed frame (alignment convention:
     normalised moving coords = mat @ normalised fixed coords + off)."""
@@ -255,7 +241,7 @@ def _difference_images(pairs: list[tuple[Image.Image, Image.Image]], size: int) 
         if transforms is not None:
             t, direction, fixed_aspect = transforms[i]
             fixed, moving = (qs, rs) if direction == 0 else (rs, qs)
-            mat, off = _transform_matrix(t, fixed_aspect)
+            mat, off = alignment.transform_matrix(t, fixed_aspect)
             moving = _warp(moving, mat, off, side)
             cover = _warp(Image.new("L", (side, side), 255), mat, off, side)
             mask = np.asarray(cover) > 250
