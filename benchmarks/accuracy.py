@@ -63,6 +63,7 @@ from PIL import Image, ImageDraw, ImageFont
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _photos  # noqa: E402
+import peers as peer_tools  # noqa: E402
 from _common import environment, require_shared, write_json  # noqa: E402
 
 import splitaudit.api as api  # noqa: E402
@@ -90,6 +91,10 @@ SAME_REGION = 0.8
 DUP_NCC = 0.93
 #: Contact-sheet tiles at most (false pairs first, then misses); the JSON lists every error.
 MAX_TILES = 400
+
+
+#: Missed/false pairs kept per peer in accuracy_peers.json (the rest are counted).
+MAX_ERRORS_KEPT = 200
 
 
 def log(msg: str) -> None:
@@ -579,6 +584,90 @@ def run_config(name: str, config: AuditConfig, root: Path, items: dict[str, Item
 
 
 # ----------------------------------------------------------------------------------------------
+# Peers (each in its own venv, see peers.py): the same suite, the same scoring
+# ----------------------------------------------------------------------------------------------
+
+#: Peer methods run on the suite: (peer, method) keys of peers.DRIVERS. imagededup's CNN is not
+#: here: its ImageNet weights are a download, impossible offline (random weights would make its
+#: accuracy meaningless).
+PEER_METHODS = {"imagededup": ("phash",), "cleanvision": ("duplicates",), "difpy": ("similar",)}
+DEFAULT_PEERS = "imagededup,cleanvision"
+
+
+def run_peer(peer: str, method: str, root: Path, items: dict[str, Item]) -> dict:
+    """Score one peer's pairs on the suite exactly as splitaudit's (val -> train pairs only).
+
+    Peers have no NCC: their pairs carry ``ncc`` 0 and ``median_ncc_found`` is dropped. A peer
+    with no notion of an exact copy (imagededup PHash, difPy) reports every pair as ``near``,
+    so for it "found (any kind)" is the comparable recall.
+    """
+    log(f"[{peer} {method}] running on {root} ...")
+    t0 = time.perf_counter()
+    ans, _ = peer_tools.run_method(peer, method, root)
+    wall = time.perf_counter() - t0
+    pairs = []
+    for a, b, kind, dist in ans["pairs"]:
+        sa, sb = a.split("/", 1)[0], b.split("/", 1)[0]
+        if {sa, sb} != {"train", "val"}:
+            continue
+        q, r = (a, b) if sa == "val" else (b, a)
+        pairs.append(Pair(q, r, kind, 0.0, None, f"{peer} {kind}" + ("" if dist is None else f" d={dist}")))
+    unknown = {p.query for p in pairs} - set(items)
+    if unknown:
+        raise RuntimeError(f"{peer} reported paths not in the suite, e.g. {sorted(unknown)[:3]}")
+    result = score(items, pairs)
+    for block in [result["overall"], *result["per_family"].values(),
+                  *result["per_negative_kind"].values(), *result["per_source_type"].values()]:
+        block.pop("median_ncc_found", None)
+    for e in result["errors"]:
+        e.pop("ncc", None)
+    result["timings_s"] = {**ans["stages_s"], "wall": round(wall, 2)}
+    result["what"] = peer_tools.DRIVERS[(peer, method)][1]
+    result["images_seen"] = ans["n_images"]
+    log(f"[{peer} {method}] {wall:.1f}s; found {result['overall']['found_any_kind']}, "
+        f"recall (right kind) {result['overall']['recall']}, false pairs {result['overall']['false_pairs']}")
+    return result
+
+
+def peers_markdown(rows: dict[str, dict], info: dict) -> str:
+    """Side-by-side table: found (any kind) / false pairs per family, per negative kind, overall."""
+    names = list(rows)
+    out = [f"## splitaudit and peers on the same suite (seed {info['seed']}"
+           f"{', quick' if info['quick'] else ''})\n",
+           "found: planted copies reported at all (any kind); right kind: exact families reported "
+           "exact, the others exact or near; false: reported pairs that were not planted (hard "
+           "negatives and copies matched to the wrong source).\n"]
+    out.append("| family | n | " + " | ".join(f"{n} found / right kind / false" for n in names) + " |")
+    out.append("|---|---|" + "---|" * len(names))
+    first = rows[names[0]]
+    for f in FAMILIES:
+        cells = []
+        for n in names:
+            b = rows[n]["per_family"][f]
+            cells.append(f"{_f(b['found_any_kind'], True)} / {_f(b['recall'], True)} / {b['false_pairs']}")
+        out.append(f"| {f} | {first['per_family'][f]['positives']} | " + " | ".join(cells) + " |")
+    for r in NEG_ROLES:
+        cells = []
+        for n in names:
+            b = rows[n]["per_negative_kind"][r]
+            cells.append(f"- / - / {b['false_pairs']} ({b['negatives_with_false_pair']} images)")
+        out.append(f"| *{r}* | {first['per_negative_kind'][r]['negatives']} neg | " + " | ".join(cells) + " |")
+    cells = []
+    for n in names:
+        o = rows[n]["overall"]
+        cells.append(f"**{_f(o['found_any_kind'], True)} / {_f(o['recall'], True)} / {o['false_pairs']}**")
+    out.append(f"| **overall** | {first['overall']['positives']} | " + " | ".join(cells) + " |")
+    out.append("\n| tool | precision | negatives with a false pair | wall s | what ran |")
+    out.append("|---|---|---|---|---|")
+    for n in names:
+        o = rows[n]["overall"]
+        out.append(f"| {n} | {_f(o['precision'], True)} | {o['negatives_with_false_pair']}/{o['negatives']} "
+                   f"({_f(o['negative_fp_rate_pct'])}%) | {rows[n].get('timings_s', {}).get('wall', '-')} | "
+                   f"{rows[n].get('what', 'splitaudit api.scan, in-process (no interpreter start)')} |")
+    return "\n".join(out) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
 # Output
 # ----------------------------------------------------------------------------------------------
 
@@ -802,6 +891,62 @@ def contact_sheet(results: dict, root: Path, dest: Path) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 
+def run_peers(args: argparse.Namespace, root: Path, items: dict[str, Item], info: dict,
+              results: dict, suffix: str) -> None:
+    """Run the peers on the suite; print the comparison and write ``accuracy_peers<suffix>.json``."""
+    ready, skipped = peer_tools.available(args.peers, log=log)
+    rows: dict[str, dict] = {f"splitaudit {n}": r for n, r in results.items()}
+    source = "this run"
+    if not rows:  # --peers-only: splitaudit's figures from the last full run on the same suite
+        prev = args.out / f"accuracy{suffix}.json"
+        try:
+            old = json.loads(prev.read_text())
+            if old["suite"]["seed"] == info["seed"] and old["suite"]["positives"] == info["positives"]:
+                rows = {f"splitaudit {n} (from {prev.name})": r for n, r in old["configs"].items()}
+                source = os.fspath(prev)
+        except (OSError, ValueError, KeyError):
+            pass
+    failed: dict[str, str] = {}
+    for peer in ready:
+        for method in PEER_METHODS.get(peer, ()):
+            try:
+                rows[f"{peer} {method}"] = run_peer(peer, method, root, items)
+            except RuntimeError as exc:  # recorded, the other peers still run
+                failed[f"{peer} {method}"] = str(exc)
+                log(f"[{peer} {method}] failed: {exc}")
+    md = peers_markdown(rows, info) if rows else ""
+    for k, why in {**skipped, **failed}.items():
+        md += f"\n* {k} skipped: {why}"
+    if "imagededup" in ready:
+        md += ("\n* imagededup CNN not run: its model's ImageNet weights (torchvision "
+               "MobileNetV3-Small) are downloaded at run time, impossible offline.")
+    print(md)
+    def _capped_errors(row: dict) -> dict:
+        # A weak peer misses thousands of pairs: keep a sample and the count, not a 1 MB list.
+        errors = row.get("errors")
+        if isinstance(errors, list) and len(errors) > MAX_ERRORS_KEPT:
+            row = dict(row, errors=errors[:MAX_ERRORS_KEPT], errors_total=len(errors))
+        return row
+
+    keep = ("overall", "per_family", "per_negative_kind", "per_source_type", "ambiguous_pairs",
+            "timings_s", "what", "images_seen", "errors")
+    payload = {
+        "benchmark": "accuracy_peers",
+        "environment": environment(),
+        "suite": {k: v for k, v in info.items() if k != "layout"},
+        "splitaudit_figures_from": source,
+        "peer_versions": {p: peer_tools.versions(p) for p in ready},
+        "skipped": {**skipped, **failed},
+        "not_run": ({"imagededup cnn": "ImageNet weights of torchvision MobileNetV3-Small are a "
+                     "download (no network here)"} if "imagededup" in ready else {}),
+        "tools": {n: _capped_errors({k: r[k] for k in keep if k in r}) for n, r in rows.items()},
+        "table_markdown": md,
+    }
+    path = args.out / f"accuracy_peers{suffix}.json"
+    write_json(path, json.loads(json.dumps(payload, default=str)))
+    log(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=0)
@@ -809,7 +954,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     ap.add_argument("--no-cnn", action="store_true", help="skip the CNN config even if weights exist")
     ap.add_argument("--keep-data", action="store_true", help="keep the generated dataset directory")
+    ap.add_argument("--peers", default=DEFAULT_PEERS,
+                    help="peer tools to run on the same suite, comma-separated (imagededup, cleanvision, "
+                         f"difpy), or 'none'; each installed into its own venv (default {DEFAULT_PEERS})")
+    ap.add_argument("--peers-only", action="store_true",
+                    help="run only the peers (splitaudit's figures are then read from accuracy.json "
+                         "when its seed matches)")
     args = ap.parse_args(argv)
+    args.peers = [] if args.peers.strip() in ("", "none") else [p.strip() for p in args.peers.split(",")]
     require_shared("data/peer-fixtures/imagededup/base_images", "data/peer-fixtures/cleanvision",
                    "data/cifar10/cifar10-jpg.tar")
 
@@ -824,8 +976,10 @@ def main(argv: list[str] | None = None) -> int:
         for n in notes:
             log(f"note: {n}")
 
-        configs = [("hash", AuditConfig(embeddings=False))]
-        if not args.no_cnn and WEIGHTS.is_file():
+        configs = [] if args.peers_only else [("hash", AuditConfig(embeddings=False))]
+        if args.peers_only:
+            pass
+        elif not args.no_cnn and WEIGHTS.is_file():
             configs.append(("cnn", AuditConfig(weights=str(WEIGHTS), require_embeddings=True)))
         elif not args.no_cnn:
             notes.append(f"CNN config skipped: {WEIGHTS} not found")
@@ -836,6 +990,10 @@ def main(argv: list[str] | None = None) -> int:
 
         args.out.mkdir(parents=True, exist_ok=True)
         suffix = "-quick" if args.quick else ""
+        if args.peers:
+            run_peers(args, root, items, info, results, suffix)
+        if not results:
+            return 0
         json_path = args.out / f"accuracy{suffix}.json"
         png_path = args.out / f"accuracy_errors{suffix}.png"
         sheet = contact_sheet(results, root, png_path)

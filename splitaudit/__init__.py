@@ -14,8 +14,12 @@ __all__ = [
     "InvalidInputError",
     "LeakageError",
     "MissingWeightsError",
+    "OrderedDataWarning",
     "SplitAuditError",
     "__version__",
+    "audit",
+    "check_validation_split",
+    "explain",
     "list_checks",
     "scan",
 ]
@@ -27,6 +31,10 @@ def __getattr__(name: str):
         from splitaudit.api import scan
 
         return scan
+    if name == "audit":
+        from splitaudit.api import audit
+
+        return audit
     if name == "AuditReport":
         from splitaudit.report import AuditReport
 
@@ -35,6 +43,15 @@ def __getattr__(name: str):
         from splitaudit.config import AuditConfig
 
         return AuditConfig
+    if name == "explain":
+        from splitaudit.diagnosis import explain
+
+        return explain
+    if name in ("check_validation_split", "OrderedDataWarning"):
+        # splitaudit.keras imports Keras only when LeakageCheck is used.
+        from splitaudit import keras as _keras
+
+        return getattr(_keras, name)
     if name == "list_checks":
         from splitaudit.checks import list_checks
 

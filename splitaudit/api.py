@@ -290,11 +290,19 @@ def audit_samples(
 
 
 def _audit(samples: SampleSet, config: AuditConfig, embedder, cache, notes: list[str],
-           timings: dict[str, float], t0: float, progress: ProgressFn | None) -> AuditReport:
-    """Body of :func:`audit_samples` once the embedder and cache are settled."""
+           timings: dict[str, float], t0: float, progress: ProgressFn | None,
+           given_table: FingerprintTable | None = None, matched: tuple | None = None) -> AuditReport:
+    """Body of :func:`audit_samples` once the embedder and cache are settled.
+
+    In-memory inputs (:func:`audit`) come with their fingerprints already computed
+    (``given_table``) and, for tabular data, with their matches too (``matched`` =
+    ``(matcher or None, cross, within)``).
+    """
     order = samples.splits
 
     def fingerprints() -> FingerprintTable:
+        if given_table is not None:
+            return given_table
         return extract(samples.samples, embedder=embedder, workers=config.workers,
                        max_pixels=config.max_pixels, progress=progress, cache=cache)
 
@@ -319,8 +327,10 @@ def _audit(samples: SampleSet, config: AuditConfig, embedder, cache, notes: list
         errors = table.errors
         timings["fingerprint"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        matcher = Matcher(table, config.match)
-        if cache is not None and cache.enabled:
+        matcher = Matcher(table, config.match) if matched is None else matched[0]
+        if matched is not None:
+            cross, within = matched[1], matched[2]
+        elif cache is not None and cache.enabled:
             cross, within = _match_with_cache(samples, table, matcher, cache, key, rows, progress)
         else:
             cross = {}
@@ -343,10 +353,18 @@ def _audit(samples: SampleSet, config: AuditConfig, embedder, cache, notes: list
     within_pairs = [p for m in within.values() for p in _pairs(samples, m)]
     context = AuditContext(samples, table, matcher, cross, within, pairs, unreadable, config, notes)
     ids = config.checks or tuple(REGISTRY)
-    checks = {cid: REGISTRY[cid]().run(context) for cid in ids}
+    checks = {}
+    t0 = time.perf_counter()
+    for cid in ids:
+        checks[cid] = REGISTRY[cid]().run(context)
+        if progress is not None:
+            progress("checks", len(checks), len(ids))
+    timings["checks"] = time.perf_counter() - t0
     counts = samples.counts()
     summaries = _summaries(samples, cross, counts)
-    verdict = decide_verdict(summaries, pairs, fail_on=config.fail_on, max_leak_rate=config.max_leak_rate)
+    verdict = decide_verdict(summaries, pairs, fail_on=config.fail_on, max_leak_rate=config.max_leak_rate,
+                             checks=checks, fail_on_findings=config.fail_on_findings,
+                             alpha=config.alpha)
     settings = {
         "version": __version__,
         "embedder": embedder.identity() if embedder is not None else None,
@@ -398,3 +416,127 @@ def scan(
     """
     samples = discover(dataset, splits=splits, manifest=manifest)
     return audit_samples(samples, config, progress=progress, notice=notice)
+
+
+def audit(
+    train: object,
+    val: object,
+    *,
+    test: object = None,
+    labels: Mapping[str, object] | None = None,
+    checks: list[str] | tuple[str, ...] | None = None,
+    config: AuditConfig | None = None,
+    model: object = None,
+    progress: ProgressFn | None = None,
+    notice: NoticeFn | None = None,
+) -> AuditReport:
+    """Audit in-memory splits (arrays, tf.data) or files (path lists, directories).
+
+    Each of ``train``, ``val`` and ``test`` may be:
+
+    * a numpy array of images, ``(N, H, W)``, ``(N, H, W, 1)``, ``(N, H, W, 3)`` or
+      ``(N, H, W, 4)`` (alpha dropped), uint8 or float in ``[0, 1]`` or ``[0, 255]``;
+    * a 2-D numeric array ``(N, D)`` (or a pandas DataFrame): tabular rows. Exact duplicate
+      rows and k-NN near duplicates on standardized features are found
+      (:mod:`splitaudit.tabular`); every split must then be tabular with the same ``D``;
+    * an ``(x, y)`` tuple (Keras' ``validation_data`` shape; a third item, sample weights,
+      is ignored): ``y`` gives the labels (class ids, names, or one-hot rows);
+    * a ``tf.data.Dataset`` of ``x`` or ``(x, y)`` elements, batched or not. It is streamed
+      in bounded chunks, never loaded whole; TensorFlow is imported only for such inputs;
+    * a list of image file paths, or a directory (class subfolders give labels).
+
+    Pairs found between array or tf.data inputs carry ``index`` (the sample's position in
+    its input) on each side instead of ``path``.
+
+    Parameters
+    ----------
+    train, val : array, (x, y) tuple, tf.data.Dataset, list of paths or directory
+        The training split and the split compared with it.
+    test : same, optional
+        A third split, compared with train and with val.
+    labels : mapping, optional
+        ``{"train": y_train, "val": y_val, "test": y_test}`` labels of inputs given without
+        them (bare arrays or path lists); any subset of the splits.
+    checks : sequence of str, optional
+        Check ids to run (see :func:`splitaudit.list_checks`); overrides ``config.checks``.
+    config : AuditConfig, optional
+        Settings (defaults when None). ``AuditConfig(embeddings=False)`` is a fast,
+        hash-only audit that never imports TensorFlow for array inputs (tabular inputs never
+        need the CNN). The fingerprint cache (``cache``) is not used for these inputs.
+    model : keras.Model, optional
+        A compiled Keras model. When given, it is evaluated on the whole val split and on
+        its leak-free subset (val minus the samples with an exact or near copy in train);
+        both results are in ``report.leak_adjusted``. Needs val as an array with labels,
+        an ``(x, y)`` tuple or a tf.data.Dataset of ``(x, y)`` elements.
+    progress : callable, optional
+        ``progress(stage, done, total)``; ``total`` is 0 while a tf.data input's length is
+        unknown.
+    notice : callable, optional
+        Receives advice worth showing a person (e.g. how to get CNN weights).
+
+    Returns
+    -------
+    AuditReport
+
+    Raises
+    ------
+    InvalidInputError
+        A parameter of the wrong type, shape or dtype; the message names it.
+
+    Examples
+    --------
+    >>> report = audit(x_train, (x_val, y_val), labels={"train": y_train})  # doctest: +SKIP
+    >>> report.raise_for_leakage(fail_on="near")  # doctest: +SKIP
+    """
+    import dataclasses
+
+    from splitaudit.errors import invalid_param
+    from splitaudit.report import CheckResult
+    from splitaudit.sources.arrays import load_inputs
+    from splitaudit.tabular import IMAGE_ONLY_CHECKS
+
+    if config is None:
+        config = AuditConfig()
+    elif not isinstance(config, AuditConfig):
+        raise invalid_param("config", "audit", "an AuditConfig or None", config)
+    if checks is not None:
+        if isinstance(checks, str) or not all(isinstance(c, str) and c in REGISTRY for c in checks):
+            raise invalid_param("checks", "audit", f"a list of check ids from {', '.join(REGISTRY)}",
+                                checks)
+        config = dataclasses.replace(config, checks=tuple(checks))
+    inputs = load_inputs({"train": train, "val": val, "test": test}, labels, owner="audit")
+    if model is not None:
+        from splitaudit.leak_adjusted import check_model
+
+        check_model(model, inputs, owner="audit")
+    timings: dict[str, float] = {}
+    notes = list(inputs.notes)
+    t0 = time.perf_counter()
+    if inputs.tabular:
+        from splitaudit.tabular import audit_tabular
+
+        samples, table, cross, within, tab_timings = audit_tabular(inputs, progress=progress)
+        notes += samples.notes
+        ids = config.checks or tuple(REGISTRY)
+        skip = [cid for cid in ids if cid in IMAGE_ONLY_CHECKS]
+        run = dataclasses.replace(config, checks=tuple(c for c in ids if c not in skip)) if skip else config
+        report = _audit(samples, run, None, None, notes, timings, t0, progress,
+                        given_table=table, matched=(None, cross, within))
+        report.timings.update(tab_timings)
+        results = {cid: report.checks.get(cid) or CheckResult(
+            cid, "skipped", "Needs image pixels or properties; the inputs are tabular rows.")
+            for cid in ids}
+        report.checks = results
+    else:
+        from splitaudit.extract_memory import fingerprint_inputs
+
+        embedder = _make_embedder(config, notes, notice)
+        samples, table = fingerprint_inputs(inputs, embedder=embedder, workers=config.workers,
+                                            max_pixels=config.max_pixels, progress=progress)
+        report = _audit(samples, config, embedder, None, notes, timings, t0, progress,
+                        given_table=table)
+    if model is not None:
+        from splitaudit.leak_adjusted import leak_adjusted_metrics
+
+        report.leak_adjusted = leak_adjusted_metrics(model, inputs, report)
+    return report

@@ -14,8 +14,10 @@ Layout of the database (``PRAGMA application_id`` = :data:`APPLICATION_ID`,
     the "racily clean" rule git uses) is trusted without being read.
 ``contents``
     Fingerprints keyed by content digest (a renamed or copied file reuses them): pixel digest,
-    pHashes, the 32x32 thumbnail, size, or the reason the bytes do not decode. Each row names
-    the fingerprint identity (splitaudit version + decode settings) it was made with.
+    pHashes, the 32x32 thumbnail, size, the image properties (float32 bytes, ordered like
+    :data:`splitaudit.fingerprints.properties.PROPERTY_NAMES`), or the reason the bytes do not
+    decode. Each row names the fingerprint identity (splitaudit version + decode settings) it
+    was made with.
 ``embeddings``
     CNN embeddings as float16 bytes, keyed by (content digest, model identity): embeddings of
     another model, weights file, input size, preprocessing or splitaudit version are never
@@ -36,7 +38,9 @@ Safety: WAL journal and ``busy_timeout`` let several processes scan with the sam
 once; writes are short transactions committed every :data:`COMMIT_ROWS` files, so a killed
 scan resumes with what it had committed. A file that is not one of our databases (garbage, a
 truncated file, another application's SQLite file, an older schema) is never trusted: it is
-moved aside (``*.bad-<time>``), reported, and a fresh cache is built. Any SQLite error during
+moved aside (``*.bad-<time>``), reported, and a fresh cache is built; a cache of the previous
+schema (1: no properties column) is upgraded in place instead, its fingerprints dropped (they
+lack properties) and its file and embedding rows kept. Any SQLite error during
 a scan disables the cache for the rest of that scan (with a notice); the scan itself goes on.
 """
 
@@ -54,10 +58,10 @@ from splitaudit._version import __version__
 
 #: ``PRAGMA application_id`` of a splitaudit cache ("SPLA").
 APPLICATION_ID = 0x53504C41
-#: ``PRAGMA user_version``: bump when the tables change.
-SCHEMA_VERSION = 1
+#: ``PRAGMA user_version``: bump when the tables change (2: ``contents.properties``).
+SCHEMA_VERSION = 2
 #: Changes whenever the content of a fingerprint row changes meaning (with the version).
-FINGERPRINT_FORMAT = "fp1"
+FINGERPRINT_FORMAT = "fp2"
 #: Commit the rows written so far after this many files (or :data:`COMMIT_SECONDS`).
 COMMIT_ROWS = 512
 COMMIT_SECONDS = 2.0
@@ -80,7 +84,7 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE TABLE IF NOT EXISTS contents (
     digest BLOB PRIMARY KEY, fp TEXT NOT NULL, ok INTEGER NOT NULL,
     pixel_digest BLOB, phash BLOB, phash_flip BLOB, thumb BLOB,
-    width INTEGER, height INTEGER, error TEXT
+    width INTEGER, height INTEGER, error TEXT, properties BLOB
 );
 CREATE TABLE IF NOT EXISTS embeddings (
     digest BLOB NOT NULL, model TEXT NOT NULL, vec BLOB NOT NULL, PRIMARY KEY (digest, model)
@@ -192,6 +196,7 @@ class ContentRow:
     width: int = 0
     height: int = 0
     error: str | None = None
+    properties: bytes | None = None  # float32 row, PROPERTY_NAMES order
 
 
 class FingerprintCache:
@@ -474,11 +479,12 @@ class FingerprintCache:
         out: dict[bytes, ContentRow] = {}
         if not wanted:
             return out
-        sql = ("SELECT digest, ok, pixel_digest, phash, phash_flip, thumb, width, height, error "
-               "FROM contents WHERE fp = ?")
+        sql = ("SELECT digest, ok, pixel_digest, phash, phash_flip, thumb, width, height, error, "
+               "properties FROM contents WHERE fp = ?")
         for r in self._read(sql, (self.fp_identity,)):
             if r[0] in wanted:
-                out[r[0]] = ContentRow(r[0], bool(r[1]), r[2], r[3], r[4], r[5], r[6] or 0, r[7] or 0, r[8])
+                out[r[0]] = ContentRow(r[0], bool(r[1]), r[2], r[3], r[4], r[5], r[6] or 0, r[7] or 0, r[8],
+                                       r[9])
         return out
 
     def load_embeddings(self, digests: Iterable[bytes]) -> dict[bytes, bytes]:
@@ -511,9 +517,9 @@ class FingerprintCache:
             if contents:
                 conn.executemany(
                     "INSERT OR REPLACE INTO contents (digest, fp, ok, pixel_digest, phash, phash_flip,"
-                    " thumb, width, height, error) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    " thumb, width, height, error, properties) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     [(c.digest, fp, int(c.ok), c.pixel_digest, c.phash, c.phash_flip, c.thumb,
-                      c.width, c.height, c.error) for c in contents])
+                      c.width, c.height, c.error, c.properties) for c in contents])
             if embeddings and model is not None:
                 conn.executemany("INSERT OR REPLACE INTO embeddings (digest, model, vec) VALUES (?,?,?)",
                                  [(d, model, v) for d, v in embeddings])
@@ -690,12 +696,33 @@ def _validate(conn: sqlite3.Connection) -> str | None:
         return None
     if app != APPLICATION_ID:
         return "not a splitaudit cache (another application's file or not SQLite)"
+    if version == 1 and all(t in tables for t in _TABLES):
+        _upgrade_from_1(conn)
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version != SCHEMA_VERSION:
         return f"a splitaudit cache of another schema version ({version}, expected {SCHEMA_VERSION})"
     missing = [t for t in _TABLES if t not in tables]
     if missing:
         return f"a damaged splitaudit cache (missing tables: {', '.join(missing)})"
     return None
+
+
+def _upgrade_from_1(conn: sqlite3.Connection) -> None:
+    """Schema 1 -> 2 in place: add ``contents.properties``; drop the fingerprint rows (they
+    have no properties) and the match states built on them. File rows and embeddings stay."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Another process may have upgraded it meanwhile: check again under the lock.
+        if conn.execute("PRAGMA user_version").fetchone()[0] == 1:
+            conn.execute("ALTER TABLE contents ADD COLUMN properties BLOB")
+            conn.execute("DELETE FROM contents")
+            conn.execute("DELETE FROM match_states")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _move_aside(path: Path) -> Path | None:

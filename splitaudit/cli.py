@@ -43,6 +43,54 @@ def _non_negative_int(text: str) -> int:
 DEFAULT_BASELINE_NAME = "splitaudit-baseline.json"
 
 
+def _fail_on(text: str) -> tuple[str, tuple[str, ...]]:
+    from splitaudit.errors import InvalidInputError
+    from splitaudit.report import parse_fail_on
+
+    try:
+        return parse_fail_on(text)
+    except InvalidInputError:
+        raise argparse.ArgumentTypeError(
+            "must be a match kind (exact, near, similar, never) and/or shifted, easier or a shift "
+            f"check id, comma-separated; got {text!r}") from None
+
+
+def _open_unit_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), got {text!r}")
+    return value
+
+
+def _shift_config(pairs: list[str], alpha: float | None, table: dict | None):
+    """ShiftConfig from [tool.splitaudit.shift], then --alpha and --shift-threshold on top."""
+    from splitaudit.config import shift_config_from
+
+    values = dict(table or {})
+    for item in pairs:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise _usage(f"--shift-threshold expects NAME=VALUE, got {item!r}")
+        try:
+            values[name.strip()] = float(value)
+        except ValueError:
+            raise _usage(f"--shift-threshold {name.strip()} must be a number, got {value!r}") from None
+    if alpha is not None:
+        values["alpha"] = alpha
+    return shift_config_from(values, owner="--shift-threshold") if values else None
+
+
+def _leak_check_ids() -> tuple[str, ...]:
+    # check/baseline report copies and unreadable files only: the shift statistics would read
+    # every embedding on each commit and cannot be baselined per file.
+    from splitaudit.checks import REGISTRY
+
+    return tuple(cid for cid, cls in REGISTRY.items() if not getattr(cls, "flags", None))
+
+
 def _check_ids(text: str) -> list[str]:
     ids = [t.strip() for t in text.split(",") if t.strip()]
     if not ids:
@@ -63,8 +111,15 @@ def _add_dataset_options(p: argparse.ArgumentParser, command: str) -> None:
                    help="pyproject.toml (or other TOML file) whose [tool.splitaudit] table to read "
                         "(default: the nearest pyproject.toml with one, from the current directory up "
                         "to the repository root)")
-    p.add_argument("--fail-on", choices=("exact", "near", "similar", "never"), default=None,
-                   help="exit 1 when matches of this kind or worse exceed --max-leak-rate (default near)")
+    p.add_argument("--fail-on", type=_fail_on, default=None, metavar="KIND[,STATUS]",
+                   help="exit 1 when matches of this kind or worse (exact, near, similar; never) exceed "
+                        "--max-leak-rate (default near); add shifted, easier or a shift check id to "
+                        "also fail on those, e.g. near,shifted")
+    p.add_argument("--alpha", type=_open_unit_float, default=None, metavar="P",
+                   help="significance level of the shift checks, Holm-corrected across them (default 0.05)")
+    p.add_argument("--shift-threshold", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a shift-check setting (repeatable), e.g. domain_threshold=0.6; "
+                        "see README 'Shift and easier validation' for the names")
     p.add_argument("--max-leak-rate", type=_unit_float, default=None, metavar="RATE",
                    help="share of a split's samples allowed to have copies (default 0)")
     p.add_argument("--embeddings", dest="embeddings", action="store_const", const=True, default=None,
@@ -138,6 +193,27 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=_non_negative_int, default=0)
 
     sub.add_parser("list-checks", help="list the registered checks and their ids")
+
+    expl = sub.add_parser(
+        "explain", help="why is validation loss/accuracy better than training? ranked reasons",
+        description="Rank the known reasons why validation beats training (regularization active only "
+                    "in training, epoch-averaged training loss, augmentation, a leaked or easier split, "
+                    "over-regularization) with the evidence found in the history, the model and the data.")
+    expl.add_argument("history", metavar="HISTORY",
+                      help="History.history saved as JSON, or a CSVLogger CSV")
+    expl.add_argument("--model", metavar="MODEL", help="the trained model (.keras): inspect its layers; "
+                      "with --data, measure the training-only effects")
+    expl.add_argument("--data", metavar="DATASET_DIR",
+                      help="the dataset (train/ and val/ folders): audited (hash-only) unless --report "
+                           "is given, and used with --model to measure")
+    expl.add_argument("--report", metavar="REPORT_JSON", help="a JSON report of 'splitaudit scan'")
+    expl.add_argument("--plot", metavar="FILE", help="write a PNG of the raw and half-epoch-shifted curves "
+                      "(needs matplotlib: pip install 'splitaudit[plot]')")
+    expl.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
+    expl.add_argument("--samples", type=_non_negative_int, default=1024, metavar="N",
+                      help="training samples used for the measurement (default 1024)")
+    expl.add_argument("--batch-size", type=_non_negative_int, default=32, metavar="N",
+                      help="batch size of the measurement; use fit's (default 32)")
     return parser
 
 
@@ -222,7 +298,12 @@ class _Settings:
         def pick(flag, key, default):
             return flag if flag is not None else cfg(key, default)
 
-        self.fail_on = pick(args.fail_on, "fail_on", "near")
+        if args.fail_on is not None:
+            self.fail_on, self.fail_on_findings = args.fail_on
+        else:
+            from splitaudit.report import parse_fail_on
+
+            self.fail_on, self.fail_on_findings = parse_fail_on(cfg("fail_on", "near"))
         self.max_leak_rate = pick(args.max_leak_rate, "max_leak_rate", 0.0)
         self.embeddings = pick(args.embeddings, "embeddings", command == "scan")
         self.checks = pick(args.checks, "checks", None)
@@ -245,8 +326,10 @@ class _Settings:
             download_weights=getattr(args, "download_weights", False),
             require_embeddings=getattr(args, "require_embeddings", False),
             workers=pick(args.workers, "workers", None), batch_size=batch_size, fail_on=self.fail_on,
-            max_leak_rate=self.max_leak_rate,
-            checks=tuple(self.checks) if self.checks and command == "scan" else None,
+            max_leak_rate=self.max_leak_rate, fail_on_findings=self.fail_on_findings,
+            shift=_shift_config(args.shift_threshold, pick(args.alpha, "alpha", None), cfg("shift")),
+            checks=tuple(self.checks) if self.checks and command == "scan" else (
+                None if command == "scan" else _leak_check_ids()),
             match=MatchConfig(**match_kwargs), cache=cache, cache_dir=cache_dir,
         )
         if self.config.embeddings:
@@ -396,6 +479,10 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: The demo's test split is this much brighter than train: a shift the scan should report.
+DEMO_TEST_BRIGHTNESS = 1.3
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -405,12 +492,38 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise _usage(f"'{root}' exists and is not an empty directory; demo never overwrites files")
     planted = make_dataset(root, classes=4, train_per_class=40, val_per_class=10, test_per_class=10,
-                           size=128, families=EXACT_FAMILIES + NEAR_FAMILIES, seed=args.seed)
+                           size=128, families=EXACT_FAMILIES + NEAR_FAMILIES, seed=args.seed,
+                           brightness={"test": DEMO_TEST_BRIGHTNESS})
     print(f"Wrote a demo dataset to {root}: 4 classes, train/val/test, "
           f"{len(planted)} planted copies of train images in val:")
     for p in planted:
         print(f"  {p.kind:5s} {p.family:10s} {p.query} <- {p.reference}")
+    print(f"and a planted shift: every test image is {100 * (DEMO_TEST_BRIGHTNESS - 1):.0f}% brighter "
+          "than train (another camera).")
     print(f"Now run: splitaudit scan {root}")
+    return EXIT_OK
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    if args.samples < 1 or args.batch_size < 1:
+        raise _usage("--samples and --batch-size must be at least 1")
+    from splitaudit.diagnosis import load_history
+
+    history = load_history(args.history)  # a bad HISTORY fails before Keras is imported
+    if args.model or args.data:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's chatter off stderr
+    from splitaudit.diagnosis import explain
+
+    result = explain(history, model=args.model, report=args.report, data=args.data,
+                     max_samples=args.samples, batch_size=args.batch_size)
+    if args.plot:
+        result.plot(args.plot)
+    if args.format == "json":
+        import json
+
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+    else:
+        sys.stdout.write(result.to_text())
     return EXIT_OK
 
 
@@ -451,6 +564,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_baseline(args)
         if args.command == "demo":
             return _cmd_demo(args)
+        if args.command == "explain":
+            return _cmd_explain(args)
         return _cmd_list_checks()
     except (InvalidInputError, _UsageError) as exc:
         print(f"splitaudit: error: {exc}", file=sys.stderr)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from splitaudit.errors import invalid_param
 from splitaudit.matching import MatchConfig
-from splitaudit.report import FAIL_ON
+from splitaudit.report import FAIL_ON, FAIL_ON_STATUSES, parse_fail_on
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,12 @@ class AuditConfig:
     max_pixels : int or None
         Decompression-bomb limit (None: Pillow's default).
     fail_on : str
-        ``exact``, ``near``, ``similar`` or ``never``: which matches make the exit code 1.
+        ``exact``, ``near``, ``similar`` or ``never``: which matches make the exit code 1. A
+        comma-separated value may also name ``shifted``, ``easier`` or shift check ids
+        (``"near,shifted"``); those move to ``fail_on_findings``.
+    fail_on_findings : tuple of str
+        Verdict statuses (``shifted``, ``easier``) or shift check ids that also make the exit
+        code 1 when they hold (none by default: shift findings are reported, not fatal).
     max_leak_rate : float
         Share of a split's samples that may have copies before it counts as leaked.
     checks : tuple of str or None
@@ -47,6 +53,9 @@ class AuditConfig:
     cache_dir : str or None
         Folder of the cache databases (None: ``$XDG_CACHE_HOME/splitaudit``, else
         ``~/.cache/splitaudit``; one database per dataset root).
+    shift : ShiftConfig or None
+        Significance level and effect-size thresholds of the shift checks
+        (:class:`splitaudit.checks.shift.ShiftConfig`; None: its defaults).
     """
 
     embeddings: bool = True
@@ -63,8 +72,22 @@ class AuditConfig:
     match: MatchConfig = field(default_factory=MatchConfig)
     cache: bool = False
     cache_dir: str | None = None
+    fail_on_findings: tuple[str, ...] = ()
+    shift: Any = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.fail_on, str) and "," in self.fail_on or self.fail_on in FAIL_ON_STATUSES:
+            level, extras = parse_fail_on(self.fail_on)
+            object.__setattr__(self, "fail_on", level)
+            object.__setattr__(self, "fail_on_findings", (*self.fail_on_findings, *extras))
+        if self.fail_on_findings:
+            _, extras = parse_fail_on(["never", *self.fail_on_findings])
+            object.__setattr__(self, "fail_on_findings", extras)
+        if self.shift is not None:
+            from splitaudit.checks.shift import ShiftConfig
+
+            if not isinstance(self.shift, ShiftConfig):
+                raise invalid_param("shift", "scan", "a ShiftConfig or None", self.shift)
         if not isinstance(self.cache, bool):
             raise invalid_param("cache", "scan", "True or False", self.cache)
         if self.cache_dir is not None and not isinstance(self.cache_dir, (str, os.PathLike)):
@@ -89,6 +112,35 @@ class AuditConfig:
                 if c not in REGISTRY:
                     raise invalid_param("checks", "scan", f"check ids from {', '.join(REGISTRY)}", c)
 
+    @property
+    def alpha(self) -> float:
+        """Significance level of the shift checks and of the verdict (0.05 by default)."""
+        return 0.05 if self.shift is None else self.shift.alpha
+
     def to_dict(self) -> dict:
         """Plain dict of the settings (for the report)."""
         return asdict(self)
+
+
+def shift_config_from(values: dict[str, Any], owner: str = "scan"):
+    """A :class:`~splitaudit.checks.shift.ShiftConfig` from a plain mapping (TOML table, flags).
+
+    Unknown names are an error naming the known ones; values are validated by ShiftConfig.
+    """
+    from dataclasses import fields
+
+    from splitaudit.checks.shift import ShiftConfig
+
+    known = {f.name: f for f in fields(ShiftConfig)}
+    for name in values:
+        if name not in known:
+            raise invalid_param(name, owner, f"one of the shift settings {', '.join(known)}", values[name])
+    kwargs = {}
+    for name, value in values.items():
+        default = getattr(ShiftConfig(), name)
+        if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float):
+            if not value.is_integer():
+                raise invalid_param(name, owner, "an integer", value)
+            value = int(value)
+        kwargs[name] = value
+    return ShiftConfig(**kwargs)

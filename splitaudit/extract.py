@@ -26,6 +26,7 @@ from splitaudit.fingerprints.hashes import (
     file_digest,
     fingerprint_image,
 )
+from splitaudit.fingerprints.properties import PROPERTIES_VERSION, PROPERTY_NAMES, image_properties
 from splitaudit.imaging import _read_file, load_rgb_bytes
 from splitaudit.sources.base import Sample
 
@@ -47,7 +48,10 @@ class FingerprintTable:
     Rows of samples that could not be decoded hold zeros and ``ok[i]`` is False; their
     reasons are in ``errors``. ``content_keys[i]`` is the BLAKE2b-128 digest of sample i's
     bytes (also for files that do not decode; None when the file could not be read): the key
-    of the fingerprint cache and of the incremental matcher.
+    of the fingerprint cache and of the incremental matcher. ``properties`` holds one float32
+    row per sample, columns named by
+    :data:`~splitaudit.fingerprints.properties.PROPERTY_NAMES` (NaN rows for samples that
+    did not decode; None in tables made without properties).
     """
 
     ok: np.ndarray
@@ -61,10 +65,11 @@ class FingerprintTable:
     embeddings: np.ndarray | None = None
     errors: dict[int, str] = field(default_factory=dict)
     content_keys: list[bytes | None] | None = None
+    properties: np.ndarray | None = None
 
     @classmethod
     def allocate(cls, n: int, embedding_dim: int | None) -> "FingerprintTable":
-        """Zero-filled table for n samples."""
+        """Zero-filled table for n samples (NaN-filled properties)."""
         return cls(
             ok=np.zeros(n, bool),
             file_digest=np.zeros((n, DIGEST_BYTES), np.uint8),
@@ -76,6 +81,7 @@ class FingerprintTable:
             height=np.zeros(n, np.int32),
             # float16 halves memory; cosine needs no more precision than that.
             embeddings=None if embedding_dim is None else np.zeros((n, embedding_dim), np.float16),
+            properties=np.full((n, len(PROPERTY_NAMES)), np.nan, np.float32),
         )
 
     def __len__(self) -> int:
@@ -88,12 +94,13 @@ class _ChunkResult:
     rows: list[tuple]  # (file_digest, pixel_digest, phash, phash_flip, thumb, w, h)
     cnn: np.ndarray | None
     errors: list[tuple[int, str, bytes | None]]  # (index, reason, digest of the bytes if read)
+    properties: np.ndarray | None = None  # (len(indices), len(PROPERTY_NAMES)) float32
 
 
 def _work(task: tuple[list[tuple[int, str]], int | None, int, int]) -> _ChunkResult:
     """Decode and fingerprint one chunk of files (runs in a worker process)."""
     items, cnn_size, min_side, max_pixels = task
-    indices, rows, cnn, errors = [], [], [], []
+    indices, rows, cnn, errors, props = [], [], [], [], []
     for index, path in items:
         # Same as imaging.read_and_decode, split so that a file that does not decode still
         # gets a content digest (its reason is cached by content like any fingerprint).
@@ -109,13 +116,15 @@ def _work(task: tuple[list[tuple[int, str]], int | None, int, int]) -> _ChunkRes
             continue
         reduced = rgb.shape[0] != info.height or rgb.shape[1] != info.width
         fp = fingerprint_image(raw, rgb, cnn_size=cnn_size, reduced=reduced)
+        props.append(image_properties(rgb, info, raw))  # same decoded pixels: no second decode
         indices.append(index)
         rows.append(
             (fp.file_digest, fp.pixel_digest, fp.phash, fp.phash_flip, fp.thumb, info.width, info.height)
         )
         if fp.cnn_input is not None:
             cnn.append(fp.cnn_input)
-    return _ChunkResult(indices, rows, np.stack(cnn) if cnn else None, errors)
+    return _ChunkResult(indices, rows, np.stack(cnn) if cnn else None, errors,
+                        np.stack(props) if props else None)
 
 
 def _context() -> multiprocessing.context.BaseContext:
@@ -192,7 +201,8 @@ def fingerprint_identity(embedder=None, max_pixels: int | None = None) -> str:
 
     cnn_size = embedder.input_size if embedder is not None else None
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
-    return f"min_side={max(MIN_DECODE_SIDE, cnn_size or 0)}|max_pixels={limit}|thumb={THUMB_SIZE}"
+    return (f"min_side={max(MIN_DECODE_SIDE, cnn_size or 0)}|max_pixels={limit}|thumb={THUMB_SIZE}"
+            f"|props={PROPERTIES_VERSION}")
 
 
 class _Sink:
@@ -265,6 +275,8 @@ def _fingerprint(
             table.thumbs[idx] = np.stack(cols[4])
             table.width[idx] = cols[5]
             table.height[idx] = cols[6]
+            if res.properties is not None and table.properties is not None:
+                table.properties[idx] = res.properties
             if keys is not None:
                 for index, digest in zip(res.indices, cols[0]):
                     keys[index] = digest
@@ -324,8 +336,12 @@ class _CacheSink(_Sink):
             if digest is not None:  # read errors (permissions, ...) are not a property of content
                 self.contents.append(row(digest, False, error=reason))
                 self._file(index, digest)
-        for index, (fd, pd, ph, phf, thumb, w, h) in zip(res.indices, res.rows):
-            self.contents.append(row(fd, True, pd, ph, phf, np.ascontiguousarray(thumb).tobytes(), int(w), int(h)))
+        props = res.properties
+        for j, (index, (fd, pd, ph, phf, thumb, w, h)) in enumerate(zip(res.indices, res.rows)):
+            # A chunk made without properties stores none: such rows are fingerprinted again.
+            p = None if props is None else np.ascontiguousarray(props[j], np.float32).tobytes()
+            self.contents.append(row(fd, True, pd, ph, phf, np.ascontiguousarray(thumb).tobytes(), int(w), int(h),
+                                     properties=p))
             self._file(index, fd)
         self.cache.stats.decoded += len(res.indices) + sum(1 for e in res.errors if e[2] is not None)
         self.maybe_commit()
@@ -393,6 +409,7 @@ def _extract_cached(samples, embedder, workers, max_pixels, progress, cache) -> 
 
     # Fill the known rows from the cache, column by column.
     if ready:
+        n_props = len(PROPERTY_NAMES)
         rows = cache.load_contents(set(ready.values()))
         embs = cache.load_embeddings(set(ready.values())) if with_emb else {}
         ok_idx, ok_rows, missing = [], [], []
@@ -400,6 +417,9 @@ def _extract_cached(samples, embedder, workers, max_pixels, progress, cache) -> 
             r = rows.get(d)
             if r is None or (with_emb and r.ok and len(embs.get(d, b"")) != 2 * embedder.dim):
                 missing.append(i)  # removed meanwhile by a concurrent run: fingerprint again
+                continue
+            if r.ok and len(r.properties or b"") != n_props * 4:
+                missing.append(i)  # a row without (or with other) properties: fingerprint again
                 continue
             keys[i] = d
             if r.ok:
@@ -417,6 +437,8 @@ def _extract_cached(samples, embedder, workers, max_pixels, progress, cache) -> 
             table.thumbs[idx] = np.frombuffer(b"".join(r.thumb for r in ok_rows), np.uint8).reshape(-1, THUMB_SIZE, THUMB_SIZE)
             table.width[idx] = [r.width for r in ok_rows]
             table.height[idx] = [r.height for r in ok_rows]
+            table.properties[idx] = np.frombuffer(
+                b"".join(r.properties for r in ok_rows), np.float32).reshape(len(ok_rows), n_props)
             if with_emb:
                 table.embeddings[idx] = np.frombuffer(
                     b"".join(embs[r.digest] for r in ok_rows), np.float16).reshape(len(ok_rows), -1)

@@ -93,6 +93,11 @@ class ImageInfo:
         multi-page TIFF. Only the first frame is decoded.
     file_size : int
         Size of the encoded file in bytes.
+    quantization : tuple of int or None
+        JPEG only: the first (luminance) quantization table, 64 values in natural (row-major)
+        order, as Pillow's ``image.quantization[0]``; None for other formats. It tells how
+        strongly the file was compressed (see
+        :func:`splitaudit.fingerprints.properties.estimate_jpeg_quality`).
     """
 
     width: int
@@ -101,6 +106,7 @@ class ImageInfo:
     mode: str
     n_frames: int
     file_size: int
+    quantization: tuple[int, ...] | None = None
 
 
 def read_and_decode(
@@ -344,6 +350,7 @@ def _decode(data: bytes, min_side: int, max_pixels: int | None) -> tuple[np.ndar
     with Image.open(io.BytesIO(data)) as im:
         width, height = im.size
         fmt, mode = im.format, im.mode
+        quantization = _luma_quantization(im)  # parsed with the header: no extra pass
         if width < 1 or height < 1:
             raise DecodeError("corrupt image data: zero width or height")
         if max_pixels is not None and width * height > max_pixels:
@@ -380,8 +387,18 @@ def _decode(data: bytes, min_side: int, max_pixels: int | None) -> tuple[np.ndar
         mode=mode,
         n_frames=n_frames,
         file_size=len(data),
+        quantization=quantization,
     )
     return rgb, info
+
+
+def _luma_quantization(im: Image.Image) -> tuple[int, ...] | None:
+    # JPEG and MPO files expose the tables Pillow parsed from their DQT segments.
+    tables = getattr(im, "quantization", None)
+    if not tables or 0 not in tables:
+        return None
+    table = tuple(int(v) for v in tables[0])
+    return table if len(table) == 64 else None
 
 
 def _orientation(im: Image.Image) -> int:

@@ -18,7 +18,9 @@ import numpy as np
 from splitaudit import alignment
 from splitaudit.errors import invalid_param
 from splitaudit.extract import FingerprintTable, available_cores
-from splitaudit.neighbours import Neighbours, exact_matches, hamming_within, vector_knn
+from splitaudit.neighbours import (
+    Neighbours, exact_matches, hamming_within, hamming_within_many, vector_knn_many,
+)
 
 EXACT, NEAR, SIMILAR = 0, 1, 2
 #: Candidate pairs verified per task (a few MB of warped samples each).
@@ -167,10 +169,18 @@ class Matcher:
         def add(nb: Neighbours) -> None:
             found.append(np.stack([query[nb.query], reference[nb.reference]], axis=1))
 
-        for codes in (t.phash, t.phash_flip):
-            add(hamming_within(t.phash[reference], codes[query], c.hash_radius))
+        for nb in hamming_within_many(t.phash[reference], [t.phash[query], t.phash_flip[query]],
+                                      c.hash_radius):
+            add(nb)
+        # Signals searching the same reference vectors (the thumbnail descriptor in both
+        # orientations) share one index: at 1M references building it is seconds of CPU.
+        groups: dict[tuple, tuple[np.ndarray, list[np.ndarray]]] = {}
         for _, ref_vecs, query_vecs, k, min_score in self.knn_signals():
-            add(vector_knn(ref_vecs[reference], query_vecs[query], k, min_score=min_score))
+            groups.setdefault((id(ref_vecs), k, min_score), (ref_vecs, []))[1].append(query_vecs)
+        for (_, k, min_score), (ref_vecs, query_sets) in groups.items():
+            for nb in vector_knn_many(ref_vecs[reference], [qv[query] for qv in query_sets], k,
+                                      min_score=min_score):
+                add(nb)
         pairs = np.concatenate(found)
         return np.unique(pairs, axis=0) if len(pairs) else pairs
 

@@ -20,7 +20,10 @@ KNOWN_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "dataset": ((str,), "dataset directory (or CSV manifest)"),
     "splits": ((dict,), "table of split name -> folder, relative to the dataset directory"),
     "manifest": ((str,), "CSV manifest with columns path,split[,label][,group]"),
-    "fail_on": ((str,), "exact, near, similar or never"),
+    "fail_on": ((str, list), "a match kind (exact, near, similar, never) plus optionally shifted, "
+                             "easier or shift check ids"),
+    "alpha": ((int, float), "significance level of the shift checks, in (0, 1)"),
+    "shift": ((dict,), "table of shift-check settings (effect-size thresholds, sample limits)"),
     "max_leak_rate": ((int, float), "share of a split allowed to have copies, in [0, 1]"),
     "near_threshold": ((int, float), "aligned-NCC threshold for near duplicates, in [0, 1]"),
     "similar_threshold": ((int, float), "aligned-NCC threshold for similar pairs, in [0, 1]"),
@@ -141,9 +144,21 @@ def load_config(path: str | os.PathLike | None) -> ProjectConfig:
             raise InvalidInputError(f"Key {key!r} in {where} must be a number in [0, 1]; got {values[key]!r}.")
         if key in values:
             values[key] = float(values[key])
-    if "fail_on" in values and values["fail_on"] not in ("exact", "near", "similar", "never"):
-        raise InvalidInputError(f"Key 'fail_on' in {where} must be one of exact, near, similar, never; "
-                                f"got {values['fail_on']!r}.")
+    if "fail_on" in values:
+        from splitaudit.report import parse_fail_on
+
+        try:
+            parse_fail_on(values["fail_on"], owner=where)
+        except InvalidInputError:
+            raise InvalidInputError(
+                f"Key 'fail_on' in {where} must be a match kind (exact, near, similar, never) plus "
+                f"optionally shifted, easier or shift check ids; got {values['fail_on']!r}.") from None
+    if "alpha" in values and not 0.0 < float(values["alpha"]) < 1.0:
+        raise InvalidInputError(f"Key 'alpha' in {where} must be a number in (0, 1); got {values['alpha']!r}.")
+    if "shift" in values:
+        from splitaudit.config import shift_config_from
+
+        shift_config_from(values["shift"], owner=f"'shift' in {where}")
     if "workers" in values and values["workers"] < 0:
         raise InvalidInputError(f"Key 'workers' in {where} must be a non-negative integer; got {values['workers']!r}.")
     return ProjectConfig(path, values)

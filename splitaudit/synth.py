@@ -90,6 +90,12 @@ def random_photo(
     return image.filter(ImageFilter.GaussianBlur(0.6))
 
 
+def photo_array(n: int, seed: int, size: int = 32) -> np.ndarray:
+    """(n, size, size, 3) uint8 distinct synthetic photographs (array inputs for tests/demos)."""
+    rng = np.random.default_rng(seed)
+    return np.stack([np.asarray(random_photo(rng, size)) for _ in range(n)])
+
+
 def _jpeg(image: Image.Image, quality: int) -> Image.Image:
     buf = io.BytesIO()
     image.save(buf, "JPEG", quality=quality)
@@ -225,12 +231,14 @@ def make_dataset(
     size: int = 96,
     families: tuple[str, ...] = (),
     seed: int = 0,
+    brightness: dict[str, float] | None = None,
 ) -> list[PlantedLeak]:
     """Write a class-folder dataset of distinct synthetic photos and plant leaks in val.
 
     Every class has its own palette, so images of one class look alike. For each family in
     ``families`` one extra val image is written: a copy of a train image of the same class
-    made by that family.
+    made by that family. ``brightness`` plants a distribution shift: ``{"test": 1.3}`` makes
+    every original test image 30% brighter (a different camera or lighting).
 
     Returns
     -------
@@ -245,7 +253,11 @@ def make_dataset(
             for i in range(n):
                 path = root / split / f"class_{c}" / f"{split}_{c}_{i:04d}.jpg"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                random_photo(rng, size, palette=palettes[c]).save(path, "JPEG", quality=92)
+                photo = random_photo(rng, size, palette=palettes[c])
+                factor = (brightness or {}).get(split)
+                if factor is not None:
+                    photo = ImageEnhance.Brightness(photo).enhance(factor)
+                photo.save(path, "JPEG", quality=92)
     planted = []
     for j, family in enumerate(families):
         c = j % classes

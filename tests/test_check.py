@@ -166,7 +166,8 @@ def test_every_known_key_is_accepted(tmp_path):
         '[tool.splitaudit]\ndataset = "d"\nmanifest = "m.csv"\nfail_on = "exact"\nmax_leak_rate = 0.1\n'
         'near_threshold = 0.95\nsimilar_threshold = 0.8\nembeddings = false\nweights = "w.h5"\n'
         'checks = ["unreadable_files"]\nbaseline = "b.json"\ncache_dir = ".cache"\ncache = false\n'
-        'workers = 0\n[tool.splitaudit.splits]\ntrain = "a"\n')
+        'workers = 0\nalpha = 0.01\n[tool.splitaudit.splits]\ntrain = "a"\n'
+        '[tool.splitaudit.shift]\ndomain_threshold = 0.6\npermutations = 100\n')
     cfg = load_config(tmp_path / "pyproject.toml")
     assert set(cfg.values) == set(KNOWN_KEYS)
     assert cfg.get("dataset") == str(tmp_path / "d") and cfg.get("cache_dir") == str(tmp_path / ".cache")

@@ -39,7 +39,13 @@ def test_json_report_has_the_documented_shape(leaky_dataset):
     got = {(p["reference"]["path"], p["query"]["path"]): p["match"] for p in pairs}
     assert all(got[(x.reference, x.query)] == x.kind for x in planted)
     assert set(doc["checks"]) == {"cross_split_duplicates", "label_conflicts",
-                                  "within_split_duplicates", "unreadable_files"}
+                                  "within_split_duplicates", "unreadable_files", "domain_classifier",
+                                  "embedding_mmd", "label_shift", "property_drift", "difficulty"}
+    for cid in ("domain_classifier", "embedding_mmd", "label_shift", "property_drift", "difficulty"):
+        metrics = doc["checks"][cid]["metrics"]
+        assert doc["checks"][cid]["status"] in ("pass", "warn", "fail", "skipped")
+        assert {"p_value", "effect_size", "effect_threshold", "alpha"} <= set(metrics)
+    assert {t["check"] for t in doc["verdict"]["shift_tests"]} <= set(doc["checks"])
 
 
 def test_text_report_and_exit_codes(leaky_dataset, clean_dataset, tmp_path):
@@ -58,7 +64,9 @@ def test_text_report_and_exit_codes(leaky_dataset, clean_dataset, tmp_path):
 @pytest.mark.parametrize("args, fragment", [
     (["scan", "/nonexistent/data"], "does not exist"),
     (["scan", "--max-leak-rate", "1.5", "x"], "must be a number in [0, 1]"),
-    (["scan", "--fail-on", "sometimes", "x"], "invalid choice"),
+    (["scan", "--fail-on", "sometimes", "x"], "must be a match kind"),
+    (["scan", "--fail-on", "near,exact", "x"], "must be a match kind"),
+    (["scan", "--alpha", "1.5", "x"], "must be a number in (0, 1)"),
     (["scan"], "needs DATASET_DIR"),
     (["scan", "x", "--split", "nonsense"], "NAME=PATH"),
     (["scan", "x", "--weights", "/no/such/file.h5"], "'weights' parameter of scan"),
@@ -108,6 +116,19 @@ def test_demo_writes_a_dataset_the_scan_flags(tmp_path):
     val = next(s for s in doc["split_pairs"] if s["query_split"] == "val")
     # 13 near copies are planted; hash-only, the captioned one may only reach "similar".
     assert val["exact"] == 2 and val["near"] >= 12 and val["near"] + val["similar"] >= 13
+    # The planted brightness shift of test is found by the property check, citing brightness.
+    assert doc["verdict"]["statuses"][:2] == ["leaked", "shifted"]
+    drift = doc["checks"]["property_drift"]
+    assert drift["status"] == "fail" and drift["metrics"]["worst_split"] == "test"
+    assert "brightness" in drift["summary"]
+    assert doc["checks"]["label_shift"]["status"] == "pass"
+    assert run("scan", str(out), "--no-embeddings", "--fail-on", "never,shifted", "-q").returncode == 1
+    html = tmp_path / "demo.html"
+    assert run("scan", str(out), "--no-embeddings", "--fail-on", "never,easier", "-q", "--format", "html",
+               "-o", str(html)).returncode == 0
+    page = html.read_text()
+    shift = page[page.index('id="shift"'):page.index('id="checks"')]
+    assert "Holm" in shift and "<code>property_drift</code>" in shift and ">shifted<" in shift
     again = run("demo", str(out))  # never overwrites
     assert again.returncode == 2 and "never overwrites" in again.stderr
 

@@ -9,9 +9,12 @@ from splitaudit.checks.duplicates import (
     UnreadableFiles,
     WithinSplitDuplicates,
 )
+from splitaudit.checks.shift import SHIFT_CHECKS
 
 REGISTRY: dict[str, type[Check]] = {
-    c.id: c for c in (CrossSplitDuplicates, LabelConflicts, WithinSplitDuplicates, UnreadableFiles)
+    c.id: c
+    for c in (CrossSplitDuplicates, LabelConflicts, WithinSplitDuplicates, UnreadableFiles,
+              *SHIFT_CHECKS)
 }
 
 

@@ -53,6 +53,9 @@ class Check:
 
     id: ClassVar[str]
     title: ClassVar[str]
+    #: Verdict status a ``fail`` of this check supports (``"shifted"`` or ``"easier"``); None
+    #: for checks whose findings the verdict reads elsewhere (leaks) or not at all.
+    flags: ClassVar[str | None] = None
 
     def run(self, context: AuditContext) -> "CheckResult":  # pragma: no cover - abstract
         raise NotImplementedError

@@ -353,7 +353,7 @@ def _status_class(status: str) -> str:
     s = (status or "").lower()
     if s in ("leaked", "fail", "failed", "error"):
         return "bad"
-    if s in ("warn", "warning", "shifted"):
+    if s in ("warn", "warning", "shifted", "easier"):
         return "warn"
     if s in ("ok", "pass", "passed"):
         return "good"
@@ -478,6 +478,44 @@ def _pair_table(prefix: str, data_key: str, row_class: str, title: str, intro: s
   </div>
   <noscript><p class="notice">The pair table needs JavaScript; the JSON report lists every pair.</p></noscript>
 </section>"""
+
+
+def _shift(report: AuditReport) -> str:
+    """The shift tests of the verdict (p, Holm p, effect vs threshold) and leak-adjusted metrics."""
+    v = report.verdict
+    parts = []
+    if v.shift_tests:
+        rows = "".join(
+            f'<tr><td><code>{esc(t.check)}</code></td>'
+            f'<td><span class="pill {_status_class(t.flags if t.holds else "pass")}">'
+            f'{esc(t.flags if t.holds else "no")}</span></td>'
+            f'<td class="num">{esc(f"{t.p_value:.3g}")}</td><td class="num">{esc(f"{t.p_adjusted:.3g}")}</td>'
+            f'<td class="num">{esc(f"{t.effect_size:.3g}")}</td><td class="num">{esc(f"{t.effect_threshold:g}")}</td>'
+            f'<td>{esc(report.checks[t.check].summary if t.check in report.checks else "")}</td></tr>'
+            for t in v.shift_tests
+        )
+        parts.append(
+            f'<p class="intro">Each test compares train with every later split. A finding holds when '
+            f'its p-value, Holm-corrected across the {len(v.shift_tests)} tests, is below alpha '
+            f'{esc(f"{v.alpha:g}")} and its effect size reaches the threshold.</p>'
+            '<table class="grid"><thead><tr><th>check</th><th>finding</th><th>p</th><th>Holm p</th>'
+            f'<th>effect</th><th>threshold</th><th>summary</th></tr></thead><tbody>{rows}</tbody></table>')
+    la = report.leak_adjusted
+    if la:
+        def metrics(d) -> str:
+            return ", ".join(f"{esc(k)} {esc(_fmt_num(x))}" for k, x in (d or {}).items()) or "-"
+
+        parts.append(
+            f'<h3>Leak-adjusted metrics ({esc(la.get("split", "val"))})</h3>'
+            '<table class="grid"><tbody>'
+            f'<tr><th>whole split</th><td>{metrics(la.get("full"))}</td></tr>'
+            f'<tr><th>leak-free part</th><td>{metrics(la.get("leak_free"))}</td></tr>'
+            f'<tr><th>samples removed</th><td class="num">{esc(la.get("removed"))}</td></tr>'
+            '</tbody></table>')
+    if not parts:
+        return ""
+    return ('<section class="panel" id="shift"><h2>Shift, difficulty and leak-adjusted scores</h2>'
+            + "".join(parts) + "</section>")
 
 
 def _checks(report: AuditReport) -> str:
@@ -905,6 +943,7 @@ def render_html(
     body = [
         _header(report),
         '<nav><a href="#pairs-section">Cross-split pairs</a>'
+        + ('<a href="#shift">Shift</a>' if report.verdict.shift_tests or report.leak_adjusted else "")
         + ('<a href="#checks">Checks</a>' if report.checks else "")
         + '<a href="#within-pairs-section">Within-split duplicates</a>'
         + ('<a href="#unreadable">Unreadable files</a>' if report.unreadable else "")
@@ -913,6 +952,7 @@ def render_html(
         _leak_table(report),
         _pair_table("", "pairs", "pair", "Cross-split pairs", cross_intro, cross,
                     len(report.cross_split_duplicates)),
+        _shift(report),
         _checks(report),
         _pair_table("within-", "within", "wpair", "Within-split duplicates", within_intro, within,
                     len(report.within_split_duplicates)),

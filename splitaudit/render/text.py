@@ -12,9 +12,9 @@ MAX_ROWS = 20
 
 def _side(p: DuplicatePair, which: str) -> str:
     ref = getattr(p, which)
-    where = ref.path if ref.path is not None else f"[{ref.index}]"
     label = f" ({ref.label})" if ref.label is not None else ""
-    return f"{ref.split}/{where}{label}" if ref.path is None else f"{where}{label}"
+    # Array and tf.data samples have no path: "val[17]" is their position in the input.
+    return f"{ref.path}{label}" if ref.path is not None else f"{ref.split}[{ref.index}]{label}"
 
 
 def render_text(report: AuditReport, *, color: bool = False, width: int = 110) -> str:
@@ -36,7 +36,7 @@ def render_text(report: AuditReport, *, color: bool = False, width: int = 110) -
     console = Console(file=buf, force_terminal=color, no_color=not color, width=width,
                       highlight=False, soft_wrap=False)
     v = report.verdict
-    style = "bold red" if v.status != "ok" else "bold green"
+    style = {"ok": "bold green", "leaked": "bold red"}.get(v.status, "bold yellow")
     console.print(f"[{style}]{v.status.upper()}[/]  splitaudit {escape(str(report.settings.get('version')))}"
                   f" - {escape(report.dataset or '')} ({escape(report.layout)})")
     for reason in v.reasons:
@@ -75,6 +75,22 @@ def render_text(report: AuditReport, *, color: bool = False, width: int = 110) -
         if len(pairs) > MAX_ROWS:
             console.print(f"  ... and {len(pairs) - MAX_ROWS} more (use --format json for all)")
 
+    if v.shift_tests:
+        console.print()
+        t = Table(title=f"Shift and difficulty (alpha {v.alpha:g}, Holm-corrected across "
+                        f"{len(v.shift_tests)} tests)", title_justify="left", show_edge=False)
+        for col in ("check", "finding", "p", "Holm p", "effect", "threshold", "summary"):
+            t.add_column(col, overflow="fold", justify="right" if col in ("p", "Holm p", "effect", "threshold")
+                         else "left")
+        for st in v.shift_tests:
+            mark = f"[yellow]{st.flags}[/]" if st.holds else "-"
+            summary = report.checks[st.check].summary if st.check in report.checks else ""
+            t.add_row(escape(st.check), mark, f"{st.p_value:.2g}", f"{st.p_adjusted:.2g}",
+                      f"{st.effect_size:.3g}", f"{st.effect_threshold:g}", escape(summary))
+        console.print(t)
+    skipped = [(cid, r) for cid, r in report.checks.items() if r.status == "skipped"]
+    for cid, r in skipped:
+        console.print(f"[dim]{escape(cid)} skipped: {escape(r.summary)}[/]")
     if report.label_conflicts:
         console.print()
         console.print(f"[yellow]Label conflicts:[/] {len(report.label_conflicts)} copied pairs have different labels.")
@@ -91,6 +107,9 @@ def render_text(report: AuditReport, *, color: bool = False, width: int = 110) -
         console.print(t)
         if len(report.unreadable) > MAX_ROWS:
             console.print(f"  ... and {len(report.unreadable) - MAX_ROWS} more")
+    if report.leak_adjusted is not None:
+        console.print()
+        console.print(leak_adjusted_table(report.leak_adjusted))
     for note in report.notes:
         console.print(f"[dim]note: {escape(note)}[/]")
 
@@ -101,6 +120,27 @@ def render_text(report: AuditReport, *, color: bool = False, width: int = 110) -
     return buf.getvalue()
 
 
+def leak_adjusted_table(adjusted: dict):
+    """Rich table of a model's metrics on the whole split and on its leak-free part."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    split = adjusted.get("split", "val")
+    ev = adjusted.get("evaluated", {})
+    t = Table(title=f"Leak-adjusted metrics: {adjusted.get('removed', 0)} leaked {split} samples removed",
+              title_justify="left", show_edge=False)
+    t.add_column("metric")
+    t.add_column(f"full {split} ({ev.get('full', '?')})", justify="right")
+    t.add_column(f"leak-free ({ev.get('leak_free', '?')})", justify="right")
+    t.add_column("change", justify="right")
+    full, free = adjusted.get("full") or {}, adjusted.get("leak_free") or {}
+    for name, value in full.items():
+        other = free.get(name)
+        t.add_row(escape(name), f"{value:.4g}", "-" if other is None else f"{other:.4g}",
+                  "-" if other is None else f"{other - value:+.4g}")
+    return t
+
+
 def next_steps(report: AuditReport) -> list[str]:
     """Advice that follows from the findings."""
     steps = []
@@ -109,6 +149,13 @@ def next_steps(report: AuditReport) -> list[str]:
                      "model on the leak-free split; scores on copies of training data measure memory.")
         steps.append("Split by group (scene, source video, patient) rather than by file, so copies "
                      "cannot land on both sides.")
+    if "shifted" in report.verdict.statuses:
+        steps.append("A validation/test split is drawn from a different distribution than train: "
+                     "re-split at random (stratified by label, grouped by source), or, if the shift is "
+                     "real (new camera, new period), report the score as out-of-distribution.")
+    if "easier" in report.verdict.statuses:
+        steps.append("Validation samples sit closer to training samples than training samples sit "
+                     "to each other: expect the validation score to overstate performance on new data.")
     if report.label_conflicts:
         steps.append("Check the label-conflict pairs: one of the two labels is probably wrong.")
     if report.unreadable:

@@ -1,0 +1,205 @@
+"""Index choice of :mod:`splitaudit.neighbours`: the approximate vector index and the
+multi-index hash must find what the exact flat indexes find, on structured data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from splitaudit import neighbours
+from splitaudit.errors import InvalidInputError
+from splitaudit.neighbours import (
+    MultiIndexHash, choose_hash_index, choose_vector_index, hamming_within, search_mode,
+    vector_knn, vector_knn_many,
+)
+
+
+def clustered_vectors(n: int, d: int, seed: int, *, rank: int = 32, clusters: int = 50) -> np.ndarray:
+    """Unit vectors from a mixture of Gaussians in a low-rank subspace plus a little noise:
+    neighbours are crowded inside clusters, which is what makes IVF recall hard."""
+    g = np.random.default_rng(123)  # structure shared by every call with the same d
+    basis = g.standard_normal((rank, d)).astype(np.float32)
+    centres = g.standard_normal((clusters, rank)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    lat = centres[rng.integers(clusters, size=n)] + 0.5 * rng.standard_normal((n, rank), dtype=np.float32)
+    x = lat @ basis + 0.3 * np.sqrt(rank) * rng.standard_normal((n, d), dtype=np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def near_copies(reference: np.ndarray, src: np.ndarray, seed: int) -> np.ndarray:
+    """Rows of ``reference`` moved to a cosine between 0.90 and 0.99 of the original."""
+    rng = np.random.default_rng(seed)
+    r = reference[src]
+    noise = rng.standard_normal(r.shape).astype(np.float32)
+    noise -= (noise * r).sum(1, keepdims=True) * r
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    cos = rng.uniform(0.90, 0.99, len(src)).astype(np.float32)[:, None]
+    return (cos * r + np.sqrt(1 - cos ** 2) * noise).astype(np.float32)
+
+
+def pairs(nb) -> set[tuple[int, int]]:
+    return set(zip(nb.query.tolist(), nb.reference.tolist()))
+
+
+def test_approximate_knn_finds_every_planted_near_duplicate():
+    ref = clustered_vectors(6000, 96, seed=1)
+    src = np.random.default_rng(2).choice(len(ref), 150, replace=False)
+    query = np.concatenate([near_copies(ref, src, seed=3), clustered_vectors(300, 96, seed=4)])
+    exact = vector_knn(ref, query, 3, min_score=0.3, mode="exact")
+    approx = vector_knn(ref, query, 3, min_score=0.3, mode="approximate")
+    planted = {(i, int(s)) for i, s in enumerate(src)}
+    assert planted <= pairs(exact)
+    assert planted <= pairs(approx)  # recall 1.0 of the planted near duplicates
+    # The approximate index re-ranks with exact cosines: every score is the true one.
+    true = np.einsum("pd,pd->p", query[approx.query], ref[approx.reference])
+    np.testing.assert_allclose(approx.score, true, atol=1e-5)
+    assert approx.score.min() >= 0.3
+    # Results come in decreasing cosine per query, as from the flat index.
+    same_query = approx.query[1:] == approx.query[:-1]
+    assert np.all(np.diff(approx.score)[same_query] <= 1e-6)
+
+
+def test_approximate_knn_reduces_high_dimensional_vectors():
+    # 1280-d float16, like the CNN embeddings: the PCA path is taken (1280 > IVF_PCA_DIM).
+    ref = clustered_vectors(3000, 1280, seed=5).astype(np.float16)
+    src = np.arange(0, 3000, 60)
+    query = near_copies(ref.astype(np.float32), src, seed=6).astype(np.float16)
+    approx = vector_knn(ref, query, 5, min_score=0.5, mode="approximate")
+    assert {(i, int(s)) for i, s in enumerate(src)} <= pairs(approx)
+
+
+def test_exact_and_approximate_agree_on_exact_duplicates():
+    ref = clustered_vectors(4000, 64, seed=7)
+    rows = np.arange(0, 4000, 37)
+    exact = vector_knn(ref, ref[rows], 1, mode="exact")
+    approx = vector_knn(ref, ref[rows], 1, mode="approximate")
+    np.testing.assert_array_equal(exact.reference, rows)
+    np.testing.assert_array_equal(approx.reference, rows)
+    np.testing.assert_allclose(approx.score, 1.0, atol=1e-5)
+
+
+def test_small_references_stay_exact_and_identical_to_a_flat_index():
+    import faiss
+
+    ref = clustered_vectors(500, 48, seed=8)
+    query = clustered_vectors(40, 48, seed=9)
+    auto = vector_knn(ref, query, 4, min_score=-1.0)
+    flat = faiss.IndexFlatIP(48)
+    flat.add(ref)
+    sims, idx = flat.search(query, 4)
+    np.testing.assert_array_equal(auto.reference, idx.ravel())
+    np.testing.assert_array_equal(auto.score, sims.ravel())
+    np.testing.assert_array_equal(auto.query, np.repeat(np.arange(40), 4))
+
+
+def test_vector_knn_many_equals_separate_searches():
+    ref = clustered_vectors(3000, 32, seed=10)
+    qa, qb = clustered_vectors(50, 32, seed=11), clustered_vectors(70, 32, seed=12)
+    for mode in ("exact", "approximate"):
+        many = vector_knn_many(ref, [qa, qb], 3, min_score=0.2, mode=mode)
+        for one, q in zip(many, (qa, qb)):
+            alone = vector_knn(ref, q, 3, min_score=0.2, mode=mode)
+            np.testing.assert_array_equal(one.reference, alone.reference)
+            np.testing.assert_array_equal(one.query, alone.query)
+
+
+def test_vector_index_choice_switches_at_the_threshold(monkeypatch):
+    monkeypatch.setattr(neighbours, "APPROX_MIN_REFERENCE", 1000)
+    assert choose_vector_index(999) == "flat"
+    assert choose_vector_index(1000) == "ivf"
+    assert choose_vector_index(10**7, mode="exact") == "flat"
+    assert choose_vector_index(10, mode="approximate") == "ivf"
+    built = []
+    real = neighbours.IvfIndex
+
+    class Spy(real):
+        def __init__(self, reference):
+            built.append(len(reference))
+            super().__init__(reference)
+
+    monkeypatch.setattr(neighbours, "IvfIndex", Spy)
+    ref = clustered_vectors(1000, 32, seed=13)
+    vector_knn(ref[:999], ref[:5], 2)
+    assert built == []
+    got = vector_knn(ref, ref[:5], 2)
+    assert built == [1000]
+    np.testing.assert_array_equal(got.reference[::2], np.arange(5))
+    with search_mode("exact"):
+        vector_knn(ref, ref[:5], 2)
+    assert built == [1000]
+    assert neighbours.SEARCH_MODE == "auto"  # restored
+
+
+def random_codes(n: int, seed: int) -> np.ndarray:
+    """Packed 64-bit codes with correlated bits (clustered latent), as pHashes have."""
+    g = np.random.default_rng(321)
+    mix = g.standard_normal((8, 64))
+    centres = g.standard_normal((40, 8))
+    rng = np.random.default_rng(seed)
+    lat = (centres[rng.integers(40, size=n)] + 0.5 * rng.standard_normal((n, 8))) @ mix
+    lat += rng.standard_normal((n, 64))
+    return np.packbits(lat > np.median(lat, axis=1, keepdims=True), axis=1)
+
+
+def flipped(codes: np.ndarray, max_bits: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    bits = np.unpackbits(codes, axis=1)
+    for row in bits:
+        row[rng.choice(64, rng.integers(0, max_bits + 1), replace=False)] ^= 1
+    return np.packbits(bits, axis=1)
+
+
+@pytest.mark.parametrize("radius", [0, 1, 3, 6, 10, 11])
+def test_multi_index_hash_is_identical_to_flat_range_search(radius):
+    ref = random_codes(5000, seed=1)
+    query = np.concatenate([flipped(ref[:300], 12, seed=2), random_codes(300, seed=3)])
+    flat = hamming_within(ref, query, radius, mode="exact")
+    mih = hamming_within(ref, query, radius, mode="approximate")
+    assert len(flat.query) > 0
+    np.testing.assert_array_equal(mih.query, flat.query)
+    np.testing.assert_array_equal(mih.reference, flat.reference)
+    np.testing.assert_array_equal(mih.score, flat.score)
+
+
+def test_multi_index_hash_finds_planted_copies_and_no_far_codes():
+    ref = random_codes(4000, seed=4)
+    src = np.arange(0, 4000, 20)
+    query = flipped(ref[src], 10, seed=5)
+    nb = MultiIndexHash(ref).search(query, 10)
+    assert {(i, int(s)) for i, s in enumerate(src)} <= pairs(nb)
+    true = np.unpackbits(query[nb.query] ^ ref[nb.reference], axis=1).sum(1)
+    np.testing.assert_array_equal(nb.score, true)
+    assert true.max() <= 10
+
+
+def test_hash_index_choice_switches_at_the_threshold(monkeypatch):
+    monkeypatch.setattr(neighbours, "HASH_INDEX_MIN_REFERENCE", 2000)
+    assert choose_hash_index(1999, 64, 10) == "flat"
+    assert choose_hash_index(2000, 64, 10) == "multi-index"
+    assert choose_hash_index(10**6, 64, 12) == "flat"  # too wide for an exact multi-index
+    assert choose_hash_index(10**6, 72, 10) == "flat"  # not a multiple of 64 bits
+    built = []
+    real = neighbours.MultiIndexHash
+
+    class Spy(real):
+        def __init__(self, reference):
+            built.append(len(reference))
+            super().__init__(reference)
+
+    monkeypatch.setattr(neighbours, "MultiIndexHash", Spy)
+    ref = random_codes(2000, seed=6)
+    a = hamming_within(ref[:1999], ref[:50], 10)
+    assert built == []
+    b = hamming_within(ref, ref[:50], 10)
+    assert built == [2000]
+    assert pairs(a) <= pairs(b)
+
+
+def test_bad_modes_and_radii_are_rejected():
+    with pytest.raises(InvalidInputError, match=r"The 'mode' parameter of vector_knn must be one of"):
+        vector_knn(np.ones((2, 4), np.float32), np.ones((1, 4), np.float32), 1, mode="fast")
+    with pytest.raises(InvalidInputError, match="'mode' parameter of search_mode"):
+        with search_mode("sometimes"):
+            pass
+    with pytest.raises(InvalidInputError, match="'radius' parameter"):
+        MultiIndexHash(random_codes(10, seed=7)).search(random_codes(2, seed=8), 12)
