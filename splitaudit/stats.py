@@ -77,6 +77,18 @@ def _mann_whitney(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     return auc, float(res.pvalue), float(var)
 
 
+def _feature_pair(features_a, features_b, owner: str, min_a: int, min_b: int,
+                  expected_rows: str) -> tuple[np.ndarray, np.ndarray]:
+    """Both feature arrays as 2-D, with the same columns and enough rows (validated)."""
+    a = _as_2d(features_a, "features_a", owner)
+    b = _as_2d(features_b, "features_b", owner)
+    if a.shape[1] != b.shape[1]:
+        raise invalid_param("features_b", owner, f"an array with {a.shape[1]} columns", b.shape)
+    if len(a) < min_a or len(b) < min_b:
+        raise invalid_param("features_a", owner, expected_rows, (len(a), len(b)))
+    return a, b
+
+
 def _standardize(x: np.ndarray) -> np.ndarray:
     """Columns to zero mean, unit variance (pooled, so label-blind); NaN -> column mean."""
     x = np.asarray(x, np.float64)
@@ -238,14 +250,8 @@ def domain_auc(
     DomainResult
     """
     owner = "domain_auc"
-    a = _as_2d(features_a, "features_a", owner)
-    b = _as_2d(features_b, "features_b", owner)
     folds = _check_int(folds, "folds", owner, 2)
-    if a.shape[1] != b.shape[1]:
-        raise invalid_param("features_b", owner, f"an array with {a.shape[1]} columns", b.shape)
-    if min(len(a), len(b)) < folds:
-        raise invalid_param("features_a", owner, f"at least {folds} rows per side",
-                            (len(a), len(b)))
+    a, b = _feature_pair(features_a, features_b, owner, folds, folds, f"at least {folds} rows per side")
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
@@ -359,12 +365,7 @@ def mmd_test(
     MMDResult
     """
     owner = "mmd_test"
-    a = _as_2d(features_a, "features_a", owner)
-    b = _as_2d(features_b, "features_b", owner)
-    if a.shape[1] != b.shape[1]:
-        raise invalid_param("features_b", owner, f"an array with {a.shape[1]} columns", b.shape)
-    if min(len(a), len(b)) < 2:
-        raise invalid_param("features_a", owner, "at least 2 rows per side", (len(a), len(b)))
+    a, b = _feature_pair(features_a, features_b, owner, 2, 2, "at least 2 rows per side")
     n_features = _check_int(n_features, "n_features", owner, 2)
     permutations = _check_int(permutations, "permutations", owner, 10)
     from scipy.spatial.distance import pdist
@@ -785,14 +786,8 @@ def difficulty_test(
     DifficultyResult
     """
     owner = "difficulty_test"
-    a = _as_2d(features_a, "features_a", owner)
-    b = _as_2d(features_b, "features_b", owner)
     k = _check_int(k, "k", owner, 1)
-    if a.shape[1] != b.shape[1]:
-        raise invalid_param("features_b", owner, f"an array with {a.shape[1]} columns", b.shape)
-    if len(a) < 3 or len(b) < 2:
-        raise invalid_param("features_a", owner, ">= 3 rows in a and >= 2 in b",
-                            (len(a), len(b)))
+    a, b = _feature_pair(features_a, features_b, owner, 3, 2, ">= 3 rows in a and >= 2 in b")
     with_labels = labels_a is not None and labels_b is not None
     if with_labels and (len(labels_a) != len(a) or len(labels_b) != len(b)):
         raise invalid_param("labels_a", owner, "one label per row", (len(labels_a), len(labels_b)))
