@@ -16,6 +16,7 @@ from splitaudit.extract import FingerprintTable, extract, fingerprint_identity
 from splitaudit.matching import EXACT, KIND_NAMES, NEAR, Matcher, Matches
 from splitaudit.report import (
     AuditReport,
+    CheckResult,
     DuplicatePair,
     SampleRef,
     SplitPairSummary,
@@ -210,6 +211,71 @@ def _match_with_cache(samples: SampleSet, table: FingerprintTable, matcher: Matc
     return res.cross, res.within
 
 
+def _checks_token(cache, key: str, config: AuditConfig, ids) -> str | None:
+    """What the stored statistics depend on: the match state (contents and settings), the
+    shift settings, the check ids and the version; None when no state is stored."""
+    import hashlib
+    import json
+
+    from splitaudit.cache import CacheError
+
+    try:
+        state = cache.load_state(key)
+    except CacheError:
+        return None
+    if state is None:
+        return None
+    shift = None if config.shift is None else config.shift.__dict__
+    spec = json.dumps([__version__, state[0].hex(), shift, list(ids)], sort_keys=True, default=str)
+    return hashlib.blake2b(spec.encode(), digest_size=16).hexdigest()
+
+
+#: Checks whose results are kept in the cache: the statistics read every fingerprint (an
+#: unchanged re-scan would otherwise load them all); the copy checks only read the pairs.
+def _cacheable(cid: str) -> bool:
+    return bool(getattr(REGISTRY[cid], "flags", None))
+
+
+def _stored_checks(cache, key: str, config: AuditConfig, ids) -> dict[str, CheckResult]:
+    """The shift checks' results of the last scan of this unchanged dataset, if stored."""
+    import json
+
+    from splitaudit.cache import CacheError
+
+    token = _checks_token(cache, key, config, ids)
+    if token is None:
+        return {}
+    try:
+        raw = cache.load_checks(key)
+    except CacheError:
+        return {}
+    if raw is None:
+        return {}
+    try:
+        doc = json.loads(raw)
+    except ValueError:  # a damaged entry: compute again
+        return {}
+    if doc.get("token") != token:
+        return {}
+    return {cid: CheckResult(cid, r["status"], r["summary"], r["metrics"])
+            for cid, r in doc.get("results", {}).items() if cid in ids and _cacheable(cid)}
+
+
+def _store_checks(cache, key: str, config: AuditConfig, checks: dict[str, CheckResult]) -> None:
+    import json
+
+    from splitaudit.cache import CacheError
+
+    token = _checks_token(cache, key, config, tuple(checks))
+    if token is None:
+        return
+    results = {cid: r.to_dict() for cid, r in checks.items() if _cacheable(cid)}
+    try:
+        cache.store_checks(key, json.dumps({"token": token, "results": results}))
+    except CacheError:
+        pass  # the cache has said why and disabled itself
+
+
 def _ref(samples: SampleSet, row: int) -> SampleRef:
     s = samples.samples[row]
     return SampleRef(s.split, s.path if s.abspath is not None else None, s.label, s.index)
@@ -355,10 +421,15 @@ def _audit(samples: SampleSet, config: AuditConfig, embedder, cache, notes: list
     ids = config.checks or tuple(REGISTRY)
     checks = {}
     t0 = time.perf_counter()
+    # The token of stored results includes the content digest of the match state, so they are
+    # reused whenever the contents and settings are those of the last scan.
+    stored = _stored_checks(cache, key, config, ids) if cache is not None and cache.enabled else {}
     for cid in ids:
-        checks[cid] = REGISTRY[cid]().run(context)
+        checks[cid] = stored[cid] if cid in stored else REGISTRY[cid]().run(context)
         if progress is not None:
             progress("checks", len(checks), len(ids))
+    if cache is not None and cache.enabled and not stored:
+        _store_checks(cache, key, config, checks)
     timings["checks"] = time.perf_counter() - t0
     counts = samples.counts()
     summaries = _summaries(samples, cross, counts)

@@ -340,7 +340,16 @@ class FingerprintCache:
 
     def meta(self) -> dict[str, str]:
         """The ``meta`` table as a dict."""
-        return dict(self._read("SELECT key, value FROM meta"))
+        return dict(self._read("SELECT key, value FROM meta WHERE key NOT LIKE 'checks:%'"))
+
+    def load_checks(self, key: str) -> str | None:
+        """The JSON of the check results stored for match state ``key``, or None."""
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (f"checks:{key}",))
+        return rows[0][0] if rows else None
+
+    def store_checks(self, key: str, value: str) -> None:
+        """Keep the check results (JSON) of match state ``key`` (one entry per state key)."""
+        self._write_meta({f"checks:{key}": value})
 
     # ------------------------------------------------------------------ identities
 

@@ -125,3 +125,35 @@ def test_project_config_accepts_shift_settings_and_rejects_unknown_ones(tmp_path
     assert main(["scan", "--config", str(bad), "-q"]) == 2
     err = capsys.readouterr().err
     assert "not_a_setting" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_unchanged_rescan_reuses_the_shift_statistics(tmp_path, monkeypatch):
+    import shutil
+
+    from splitaudit.api import scan
+    from splitaudit.checks import REGISTRY
+    from splitaudit.checks.shift import ShiftConfig
+    from splitaudit.synth import make_dataset
+
+    root = tmp_path / "data"
+    make_dataset(root, classes=3, train_per_class=15, val_per_class=10, size=64, seed=5,
+                 brightness={"val": 1.4})
+    config = AuditConfig(embeddings=False, cache=True, cache_dir=str(tmp_path / "cache"))
+    first = scan(root, config=config)
+    assert "shifted" in first.verdict.statuses
+    calls = []
+    original = REGISTRY["property_drift"].run
+    monkeypatch.setattr(REGISTRY["property_drift"], "run",
+                        lambda self, ctx: calls.append(1) or original(self, ctx))
+    again = scan(root, config=config)
+    assert calls == [] and again.to_dict()["checks"] == first.to_dict()["checks"]
+    assert again.verdict == first.verdict
+    # Other shift settings or changed files: computed again.
+    stricter = AuditConfig(embeddings=False, cache=True, cache_dir=str(tmp_path / "cache"),
+                           shift=ShiftConfig(alpha=0.01))
+    scan(root, config=stricter)
+    assert len(calls) == 1
+    victim = next((root / "val").rglob("*.jpg"))
+    shutil.copyfile(next((root / "train").rglob("*.jpg")), victim)
+    changed = scan(root, config=config)
+    assert len(calls) == 2 and changed.checks["cross_split_duplicates"].status == "fail"
