@@ -236,6 +236,14 @@ def _cacheable(cid: str) -> bool:
     return bool(getattr(REGISTRY[cid], "flags", None))
 
 
+def _checks_slot(key: str, ids) -> str:
+    # One entry per set of check ids: `splitaudit check` (copy checks only) and `scan` (all)
+    # share the match state but must not overwrite each other's statistics.
+    import hashlib
+
+    return f"{key}:{hashlib.blake2b(','.join(ids).encode(), digest_size=8).hexdigest()}"
+
+
 def _stored_checks(cache, key: str, config: AuditConfig, ids) -> dict[str, CheckResult]:
     """The shift checks' results of the last scan of this unchanged dataset, if stored."""
     import json
@@ -246,7 +254,7 @@ def _stored_checks(cache, key: str, config: AuditConfig, ids) -> dict[str, Check
     if token is None:
         return {}
     try:
-        raw = cache.load_checks(key)
+        raw = cache.load_checks(_checks_slot(key, ids))
     except CacheError:
         return {}
     if raw is None:
@@ -266,12 +274,12 @@ def _store_checks(cache, key: str, config: AuditConfig, checks: dict[str, CheckR
 
     from splitaudit.cache import CacheError
 
-    token = _checks_token(cache, key, config, tuple(checks))
-    if token is None:
-        return
     results = {cid: r.to_dict() for cid, r in checks.items() if _cacheable(cid)}
+    token = _checks_token(cache, key, config, tuple(checks))
+    if token is None or not results:
+        return
     try:
-        cache.store_checks(key, json.dumps({"token": token, "results": results}))
+        cache.store_checks(_checks_slot(key, tuple(checks)), json.dumps({"token": token, "results": results}))
     except CacheError:
         pass  # the cache has said why and disabled itself
 

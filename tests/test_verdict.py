@@ -148,6 +148,10 @@ def test_an_unchanged_rescan_reuses_the_shift_statistics(tmp_path, monkeypatch):
     again = scan(root, config=config)
     assert calls == [] and again.to_dict()["checks"] == first.to_dict()["checks"]
     assert again.verdict == first.verdict
+    # A run of other checks on the same state (what `splitaudit check` does) keeps them.
+    scan(root, config=AuditConfig(embeddings=False, cache=True, cache_dir=str(tmp_path / "cache"),
+                                  checks=("cross_split_duplicates",)))
+    assert scan(root, config=config).checks == first.checks and calls == []
     # Other shift settings or changed files: computed again.
     stricter = AuditConfig(embeddings=False, cache=True, cache_dir=str(tmp_path / "cache"),
                            shift=ShiftConfig(alpha=0.01))
