@@ -313,6 +313,25 @@ def _json(v: Any, key: str = "") -> Any:
     return _r(v)
 
 
+def _feature_check(check_id: str, context: AuditContext, shift: ShiftConfig, effect_name: str,
+                   threshold: float, test, describe) -> CheckResult:
+    """Run a two-sample test on the shared features of train vs each later split.
+
+    ``test(a, b, rows_a, rows_b, features_a, features_b)`` returns the split's metrics (with
+    ``p_value`` and ``effect``); ``describe(a, b, metrics)`` the sentence for the summary.
+    """
+    got = _compared(context, shift)
+    if isinstance(got, str):
+        return _skip(check_id, got, shift, effect_name, threshold)
+    a, rows_a, todo, skipped = got
+    per, source = {}, ""
+    for b, rows_b in todo.items():
+        ia, ib, xa, xb, source = _pair_features(context, a, b, rows_a, rows_b, shift)
+        per[b] = test(a, b, ia, ib, xa, xb)
+    return _finish(check_id, shift, per, skipped, effect_name, threshold,
+                   lambda b, d: describe(a, b, d), {"features": source})
+
+
 # --------------------------------------------------------------------------- checks
 
 
@@ -332,26 +351,20 @@ class DomainClassifier(Check):
         from splitaudit import stats
 
         shift = _shift_config(context)
-        got = _compared(context, shift)
-        if isinstance(got, str):
-            return _skip(self.id, got, shift, "roc_auc", shift.domain_threshold)
-        a, rows_a, todo, skipped = got
-        per, source = {}, ""
-        for b, rows_b in todo.items():
-            ia, ib, xa, xb, source = _pair_features(context, a, b, rows_a, rows_b, shift)
-            res = stats.domain_auc(xa, xb, folds=2, seed=shift.seed, max_samples=None)
-            per[b] = {"p_value": res.p_value, "effect": res.auc, "auc": res.auc,
-                      "ci": [res.ci_low, res.ci_high], "fold_aucs": list(res.fold_aucs),
-                      "n_" + a: res.n_a, "n_" + b: res.n_b,
-                      f"most_{b}_like": [_name(context, ib[i]) for i in res.most_b_like],
-                      f"most_{a}_like": [_name(context, ia[i]) for i in res.most_a_like]}
 
-        def describe(b: str, d: dict) -> str:
+        def test(a: str, b: str, ia, ib, xa, xb) -> dict:
+            res = stats.domain_auc(xa, xb, folds=2, seed=shift.seed, max_samples=None)
+            return {"p_value": res.p_value, "effect": res.auc, "auc": res.auc,
+                    "ci": [res.ci_low, res.ci_high], "fold_aucs": list(res.fold_aucs),
+                    "n_" + a: res.n_a, "n_" + b: res.n_b,
+                    f"most_{b}_like": [_name(context, ib[i]) for i in res.most_b_like],
+                    f"most_{a}_like": [_name(context, ia[i]) for i in res.most_a_like]}
+
+        def describe(a: str, b: str, d: dict) -> str:
             lo, hi = d["ci"]
             return (f"Domain classifier tells {b} from {a} with AUC {d['auc']:.2f} "
                     f"[{lo:.2f}, {hi:.2f}], {_fmt_p(d['p_adjusted'])}.")
-        return _finish(self.id, shift, per, skipped, "roc_auc", shift.domain_threshold, describe,
-                       {"features": source})
+        return _feature_check(self.id, context, shift, "roc_auc", shift.domain_threshold, test, describe)
 
 
 class EmbeddingMMD(Check):
@@ -370,24 +383,18 @@ class EmbeddingMMD(Check):
         from splitaudit import stats
 
         shift = _shift_config(context)
-        got = _compared(context, shift)
-        if isinstance(got, str):
-            return _skip(self.id, got, shift, "mmd2", shift.mmd_threshold)
-        a, rows_a, todo, skipped = got
-        per, source = {}, ""
-        for b, rows_b in todo.items():
-            _, _, xa, xb, source = _pair_features(context, a, b, rows_a, rows_b, shift)
+
+        def test(a: str, b: str, ia, ib, xa, xb) -> dict:
             res = stats.mmd_test(xa, xb, permutations=shift.permutations, seed=shift.seed,
                                  max_samples=None)
-            per[b] = {"p_value": res.p_value, "effect": res.mmd2, "mmd2": res.mmd2,
-                      "statistic": res.statistic, "p_permutation": res.p_permutation,
-                      "bandwidth": res.bandwidth, "n_" + a: res.n_a, "n_" + b: res.n_b}
+            return {"p_value": res.p_value, "effect": res.mmd2, "mmd2": res.mmd2,
+                    "statistic": res.statistic, "p_permutation": res.p_permutation,
+                    "bandwidth": res.bandwidth, "n_" + a: res.n_a, "n_" + b: res.n_b}
 
-        def describe(b: str, d: dict) -> str:
+        def describe(a: str, b: str, d: dict) -> str:
             return (f"MMD² between {b} and {a} embeddings is {d['mmd2']:.4f}, "
                     f"{_fmt_p(d['p_adjusted'])}.")
-        return _finish(self.id, shift, per, skipped, "mmd2", shift.mmd_threshold, describe,
-                       {"features": source})
+        return _feature_check(self.id, context, shift, "mmd2", shift.mmd_threshold, test, describe)
 
 
 class LabelShift(Check):
