@@ -23,6 +23,7 @@ from splitaudit.fingerprints.hashes import (
     DIGEST_BYTES,
     HASH_BYTES,
     THUMB_SIZE,
+    as_image,
     file_digest,
     fingerprint_image,
 )
@@ -115,8 +116,9 @@ def _work(task: tuple[list[tuple[int, str]], int | None, int, int]) -> _ChunkRes
             errors.append((index, exc.reason, file_digest(raw)))
             continue
         reduced = rgb.shape[0] != info.height or rgb.shape[1] != info.width
-        fp = fingerprint_image(raw, rgb, cnn_size=cnn_size, reduced=reduced)
-        props.append(image_properties(rgb, info, raw))  # same decoded pixels: no second decode
+        image = as_image(rgb)  # one Pillow image for the hashes and the properties
+        fp = fingerprint_image(raw, rgb, cnn_size=cnn_size, reduced=reduced, image=image)
+        props.append(image_properties(rgb, info, raw, image))  # same pixels: no second decode
         indices.append(index)
         rows.append(
             (fp.file_digest, fp.pixel_digest, fp.phash, fp.phash_flip, fp.thumb, info.width, info.height)

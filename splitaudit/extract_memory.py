@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from splitaudit.extract import FingerprintTable, extract
-from splitaudit.fingerprints.hashes import DIGEST_BYTES, HASH_BYTES, fingerprint_image
+from splitaudit.fingerprints.hashes import DIGEST_BYTES, HASH_BYTES, as_image, fingerprint_image
 from splitaudit.sources.arrays import FILES, IMAGES, TFDATA, ImageChunk, Inputs, SplitInput
 from splitaudit.sources.base import Sample, SampleSet
 
@@ -83,12 +83,13 @@ def _fingerprint_chunk(chunk: ImageChunk, cols: _Columns, embedder, props, pool)
 
     def one(j: int):
         rgb = chunk.images[j]
-        fp = fingerprint_image(chunk.raws[j], rgb, cnn_size=cnn_size)
+        image = as_image(rgb)  # one Pillow image for the hashes and the properties
+        fp = fingerprint_image(chunk.raws[j], rgb, cnn_size=cnn_size, image=image)
         row = None
         if props is not None:
             fn, names = props
             info = _image_info(rgb.shape[1], rgb.shape[0], chunk.modes[j], len(chunk.raws[j]))
-            row = np.asarray(fn(rgb, info, None), np.float32)
+            row = np.asarray(fn(rgb, info, None, image), np.float32)
             if "file_size" in names:  # an array row has no encoded size: not comparable
                 row = row.copy()
                 row[names.index("file_size")] = np.nan

@@ -81,8 +81,14 @@ def _phash_bytes(thumb: Image.Image) -> bytes:
     return np.packbits(bits.reshape(-1)).tobytes()
 
 
+def as_image(rgb: np.ndarray) -> Image.Image:
+    """``rgb`` as a Pillow image, made once per sample and shared by every fingerprint."""
+    return Image.fromarray(rgb, mode="RGB") if rgb.ndim == 3 else Image.fromarray(rgb)
+
+
 def fingerprint_image(
-    raw: bytes, rgb: np.ndarray, *, cnn_size: int | None = None, reduced: bool = False
+    raw: bytes, rgb: np.ndarray, *, cnn_size: int | None = None, reduced: bool = False,
+    image: Image.Image | None = None,
 ) -> ImageFingerprint:
     """Compute every fingerprint of one image.
 
@@ -98,12 +104,14 @@ def fingerprint_image(
         True when ``rgb`` was decoded at reduced size (JPEG draft mode): its pixels then say
         nothing about the full-size pixels, so the pixel digest is derived from the file digest
         instead (such an image is an exact match only of byte-identical files).
+    image : PIL.Image.Image, optional
+        ``rgb`` as a Pillow image, when the caller already has one (see :func:`as_image`).
 
     Returns
     -------
     ImageFingerprint
     """
-    image = Image.fromarray(rgb, mode="RGB") if rgb.ndim == 3 else Image.fromarray(rgb)
+    image = as_image(rgb) if image is None else image
     thumb = grey_thumbnail(image)
     cnn_input = None
     if cnn_size is not None:
