@@ -551,7 +551,7 @@ def run_config(name: str, config: AuditConfig, root: Path, items: dict[str, Item
         got = {(int(a), int(b)): (float(n), e) for a, b, n, e in zip(v.query, v.reference, v.ncc, v.evidence)}
         # The verifier's coarse screen, as Matcher.verify runs it (reference first, query second).
         try:
-            coarse = alignment.align_pairs(matcher.prepared[arr[:, 1]], matcher.prepared[arr[:, 0]],
+            coarse = alignment.align_pairs(matcher.prepared(arr[:, 1]), matcher.prepared(arr[:, 0]),
                                            matcher.aspect[arr[:, 1]], matcher.aspect[arr[:, 0]],
                                            coarse=True).ncc
         except Exception as exc:  # noqa: BLE001 - internal API may change under us

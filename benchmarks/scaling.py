@@ -92,8 +92,9 @@ def embeddings(n: int, seed: int) -> np.ndarray:
 
 def thumb_descriptors(n: int, seed: int) -> np.ndarray:
     # Zero-mean (NCC samples), 85% of the variance in 32 components as for CIFAR-10 thumbnails.
+    # float16, as Matcher.desc holds them (alignment.thumb_descriptors).
     return synthetic_vectors(n, THUMB_DIM, seed, rank=96, alpha=0.9, w_mean=0.0, w_iso=0.3,
-                             dtype=np.float32)
+                             dtype=np.float16)
 
 
 def phashes(n: int, seed: int, clusters: int = 4096, rank: int = 16) -> np.ndarray:
@@ -359,7 +360,11 @@ def main(argv: list[str] | None = None) -> int:
             HASH_INDEX_MIN_REFERENCE=neighbours.HASH_INDEX_MIN_REFERENCE,
             IVF_PCA_DIM=neighbours.IVF_PCA_DIM, IVF_ROWS_PER_LIST=neighbours.IVF_ROWS_PER_LIST,
             IVF_NPROBE=neighbours.IVF_NPROBE, IVF_SHORTLIST_FACTOR=neighbours.IVF_SHORTLIST_FACTOR,
-            IVF_SHORTLIST_MIN=neighbours.IVF_SHORTLIST_MIN),
+            IVF_SHORTLIST_MIN=neighbours.IVF_SHORTLIST_MIN,
+            IVF_SCAN_FACTOR=neighbours.IVF_SCAN_FACTOR, IVF_SCAN_MIN=neighbours.IVF_SCAN_MIN,
+            IVF_INDEX="IVF-PQ fast-scan (4-bit, one sub-quantizer per PCA dimension)",
+            MIH_LAYOUT_BITS={str(n): neighbours._mih_layout(64, n, MatchConfig().hash_radius)[0]
+                             for n in args.sizes}),
         rows=rows, totals={str(n): t for n, t in totals.items()},
     ))
     print(f"\nwrote {args.output}")

@@ -67,8 +67,11 @@ CIFAR_TAR = SHARED / "data" / "cifar10" / "cifar10-jpg.tar"
 CIFAR_DIR = Path("/tmp/cifar")
 #: Generated sets live here (reused while their parameters match).
 DATA_ROOT = Path(os.environ.get("SPLITAUDIT_SPEED_DATA", "/tmp/splitaudit-speed"))
-#: Images in the small subset that gives the fixed part of the memory.
-SMALL = 200
+#: Images in the small subset that gives the fixed part of the memory (``--small``). It must
+#: fill the fixed-size working buffers of the verifier (two threads of 1,024 candidate pairs,
+#: ~70 MB in all): with 200 images they were half empty, so the growth between 200 and 5,000
+#: images counted those buffers as per-image memory.
+SMALL = 2000
 #: Memory growth per image is only judged on sets at least this many images larger than SMALL.
 MIN_MEMORY_SPAN = 2000
 TARGETS = {
@@ -123,11 +126,11 @@ def make_sets(args: argparse.Namespace) -> dict[str, tuple[Path, Path]]:
     out = {}
     for name in args.sets:
         if name == "cifar":
-            out[name] = (cifar_subset(args.cifar, DATA_ROOT), cifar_subset(SMALL, DATA_ROOT))
+            out[name] = (cifar_subset(args.cifar, DATA_ROOT), cifar_subset(args.small, DATA_ROOT))
         else:
             size, n = int(name), getattr(args, f"n{name}")
             out[name] = (_bigjpegs.make_set(DATA_ROOT / f"jpeg{size}-{n}", n, size, log=log),
-                         _bigjpegs.make_set(DATA_ROOT / f"jpeg{size}-{SMALL}", SMALL, size, log=log))
+                         _bigjpegs.make_set(DATA_ROOT / f"jpeg{size}-{args.small}", args.small, size, log=log))
     return out
 
 
@@ -285,6 +288,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-full", action="store_true", help="skip splitaudit's full (CNN) scans")
     ap.add_argument("--no-memory-baseline", action="store_true",
                     help="skip the small-subset runs that give the memory growth per image")
+    ap.add_argument("--small", type=int, default=SMALL,
+                    help=f"images in the subset that gives the fixed part of the memory (default {SMALL})")
     ap.add_argument("--cnn-alone-images", type=int, default=1024)
     ap.add_argument("--weights", type=Path, default=WEIGHTS)
     ap.add_argument("--quick", action="store_true",
@@ -292,7 +297,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if args.quick:
-        args.cifar, args.n256, args.n1024, args.repeat = 1000, 500, 100, 1
+        args.cifar, args.n256, args.n1024, args.repeat, args.small = 1000, 500, 100, 1, 200
         args.cnn_alone_images = 256
     args.sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     bad = [s for s in args.sets if s not in ("cifar", "256", "1024")]

@@ -144,6 +144,23 @@ def _operator(aspect_bin: int, coarse: bool = False) -> tuple[sparse.csr_matrix,
     return op, tuple(transforms)
 
 
+@lru_cache(maxsize=8192)
+def _transform_rows(aspect_bin: int, index: int, coarse: bool = False) -> sparse.csr_matrix:
+    """The (M, S*S) rows of one transform of :func:`_operator`.
+
+    Cached: slicing a CSR matrix copies it, and verification asks for the same few hundred
+    transforms thousands of times (it was most of the robust score's time).
+    """
+    op, _ = _operator(aspect_bin, coarse)
+    m = int(_MASK.sum())
+    return op[index * m:(index + 1) * m]
+
+
+@lru_cache(maxsize=len(ASPECT_BINS))
+def _identity_index(aspect_bin: int) -> int:
+    return next(i for i, t in enumerate(_operator(aspect_bin)[1]) if t.kind == "identity" and not t.flip)
+
+
 #: Around a coarse rotation, the fine search looks this many degrees either side.
 REFINE_DEGREES = 6
 
@@ -200,7 +217,7 @@ def _blur_matrix(sigma: float) -> np.ndarray:
     return gaussian_filter1d(np.eye(THUMB_SIZE, dtype=np.float32), sigma, axis=0, mode="nearest")
 
 
-def prepare_thumbs(thumbs: np.ndarray, *, batch: int = 8192) -> np.ndarray:
+def prepare_thumbs(thumbs: np.ndarray, *, batch: int = 1024) -> np.ndarray:
     """Band-pass uint8 (N, 32, 32) thumbnails and flatten them to float32 (N, 1024)."""
     fine, wide = _blur_matrix(BLUR_SIGMA), _blur_matrix(BACKGROUND_SIGMA)
     out = np.empty((len(thumbs), THUMB_SIZE * THUMB_SIZE), np.float32)
@@ -231,6 +248,22 @@ def descriptors(prepared: np.ndarray, *, flip: bool = False) -> np.ndarray:
     return _normalise(np.asarray(block @ prepared.T).T.astype(np.float32))
 
 
+def thumb_descriptors(thumbs: np.ndarray, *, batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`descriptors` of uint8 (N, 32, 32) thumbnails, in both orientations.
+
+    Prepared batch by batch: the prepared thumbnails (4 KB per image in float32) are never
+    all held at once, only the (N, M) descriptors, as float16 (about 0.3 KB per image each;
+    the k-NN search converts them to float32 batch by batch, and half precision moves an
+    NCC by less than 0.001).
+    """
+    parts = [(descriptors(p).astype(np.float16), descriptors(p, flip=True).astype(np.float16))
+             for p in (prepare_thumbs(thumbs[s:s + batch]) for s in range(0, len(thumbs), batch))]
+    if not parts:
+        empty = descriptors(np.zeros((0, THUMB_SIZE * THUMB_SIZE), np.float32)).astype(np.float16)
+        return empty, empty.copy()
+    return np.concatenate([a for a, _ in parts]), np.concatenate([b for _, b in parts])
+
+
 @dataclass(frozen=True)
 class AlignmentScores:
     """Best alignment of each pair.
@@ -256,7 +289,7 @@ def align_pairs(
     *,
     coarse: bool = False,
     hints: list[Transform] | None = None,
-    batch: int = 256,
+    batch: int = 128,
 ) -> AlignmentScores:
     """Score P pairs (row i of ``prepared_a`` with row i of ``prepared_b``).
 
@@ -294,8 +327,7 @@ def align_pairs(
         for i in range(p):
             groups.setdefault((int(fixed_aspect[i]), keys[i]), []).append(i)
         for (ab, key), members in groups.items():
-            full_op, _ = _operator(ab, coarse)
-            ident_op = full_op[0:m]  # transform 0 is the identity
+            ident_op = _transform_rows(ab, 0, coarse)  # transform 0 is the identity
             op, transforms = _operator(ab, coarse) if key is None else _sub_operator(ab, key)
             sel_all = np.asarray(members)
             for start in range(0, len(sel_all), batch):
@@ -356,12 +388,10 @@ def robust_scores(
         ab = int(aspect_b[i] if d == 0 else aspect_a[i])
         groups.setdefault((d, ab, _transform_index(ab)[transforms[i]]), []).append(i)
     for (d, ab, ti), idx in groups.items():
-        op, ts = _operator(ab)
-        ident = next(i for i, t in enumerate(ts) if t.kind == "identity" and not t.flip)
         sel = np.asarray(idx)
         fixed, moving = (prepared_b, prepared_a) if d == 0 else (prepared_a, prepared_b)
-        f = _normalise(np.asarray(op[ident * m:(ident + 1) * m] @ fixed[sel].T).T)
-        w = _normalise(np.asarray(op[ti * m:(ti + 1) * m] @ moving[sel].T).T)
+        f = _normalise(np.asarray(_transform_rows(ab, _identity_index(ab)) @ fixed[sel].T).T)
+        w = _normalise(np.asarray(_transform_rows(ab, ti) @ moving[sel].T).T)
         energy = ((w - f) ** 2) @ onehot  # (P, blocks) residual per block
         worst = np.argsort(-energy, axis=1)[:, :drop]
         dropped = np.zeros((len(sel), nb), bool)

@@ -52,9 +52,24 @@ def _make_embedder(config: AuditConfig, notes: list[str], notice: NoticeFn | Non
         return None
 
 
-#: Near pairs this close may be the same pixels in another encoding of an image that was
-#: decoded at reduced size (large JPEG): decode both at full size to find out.
+#: Near pairs of equal size this close may be the same pixels in another encoding of an image
+#: that was decoded at reduced size: decode both at full size to find out.
 EXACT_RECHECK_NCC = 0.995
+#: The same when one file is a JPEG and the other is not: libjpeg's DCT scaling and the box
+#: reduction of a PNG of the same pixels differ slightly at 64 px (NCC 0.991 for a star field
+#: in benchmarks/accuracy.py). Two JPEGs of the same pixels decode to the same reduced pixels.
+EXACT_RECHECK_NCC_MIXED = 0.98
+
+
+def _jpeg_rows(table: FingerprintTable) -> np.ndarray | None:
+    """True for rows decoded from a JPEG (None when the table has no properties)."""
+    if table.properties is None:
+        return None
+    from splitaudit.fingerprints.properties import CATEGORICAL, PROPERTY_NAMES
+
+    codes = table.properties[:, PROPERTY_NAMES.index("format")]
+    vocab = CATEGORICAL["format"]
+    return (codes == vocab.index("JPEG")) | (codes == vocab.index("MPO"))
 
 
 def _confirm_exact(samples: SampleSet, table: FingerprintTable, m: Matches) -> None:
@@ -67,7 +82,11 @@ def _confirm_exact(samples: SampleSet, table: FingerprintTable, m: Matches) -> N
     from splitaudit.imaging import load_rgb
 
     full_size = 1 << 30  # a min_side no image reaches: no draft mode, no reduction
-    for i in np.flatnonzero((m.kind == NEAR) & (m.ncc >= EXACT_RECHECK_NCC)):
+    close = m.ncc >= EXACT_RECHECK_NCC
+    jpeg = _jpeg_rows(table)
+    if jpeg is not None:
+        close |= (m.ncc >= EXACT_RECHECK_NCC_MIXED) & (jpeg[m.query] != jpeg[m.reference])
+    for i in np.flatnonzero((m.kind == NEAR) & close):
         q, r = int(m.query[i]), int(m.reference[i])
         if (table.width[q], table.height[q]) != (table.width[r], table.height[r]):
             continue

@@ -17,7 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from splitaudit.extract import FingerprintTable, extract
-from splitaudit.fingerprints.hashes import DIGEST_BYTES, HASH_BYTES, as_image, fingerprint_image
+from splitaudit.fingerprints.hashes import (
+    DIGEST_BYTES, HASH_BYTES, as_image, fingerprint_image, phash_batch,
+)
 from splitaudit.sources.arrays import FILES, IMAGES, TFDATA, ImageChunk, Inputs, SplitInput
 from splitaudit.sources.base import Sample, SampleSet
 
@@ -99,11 +101,13 @@ def _fingerprint_chunk(chunk: ImageChunk, cols: _Columns, embedder, props, pool)
     results = list(pool.map(one, range(len(chunk.images)))) if pool is not None else \
         [one(j) for j in range(len(chunk.images))]
     cnn = []
+    if results:
+        ph, ph_flip = phash_batch(np.stack([fp.thumb for fp, _ in results]))
+        cols.phash.extend(h.tobytes() for h in ph)
+        cols.phash_flip.extend(h.tobytes() for h in ph_flip)
     for (fp, row), rgb in zip(results, chunk.images):
         cols.file_digest.append(fp.file_digest)
         cols.pixel_digest.append(fp.pixel_digest)
-        cols.phash.append(fp.phash)
-        cols.phash_flip.append(fp.phash_flip)
         cols.thumbs.append(fp.thumb)
         cols.width.append(rgb.shape[1])
         cols.height.append(rgb.shape[0])

@@ -191,6 +191,7 @@ def load_rgb_bytes(
     *,
     min_side: int = 256,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    full_size_below: int = 0,
 ) -> tuple[np.ndarray, ImageInfo]:
     """Decode an encoded image held in memory to an ``(H, W, 3)`` uint8 RGB array.
 
@@ -236,6 +237,9 @@ def load_rgb_bytes(
         limit of ``2 * Image.MAX_IMAGE_PIXELS`` (178,956,970 with Pillow 13's defaults)
         still applies, since we may not raise Pillow's global setting; a larger value has
         no effect.
+    full_size_below : int, default 0
+        Images whose shorter side is below this are never draft-decoded nor reduced, whatever
+        ``min_side`` allows (the caller wants their exact pixels, e.g. for a pixel digest).
 
     Returns
     -------
@@ -256,7 +260,10 @@ def load_rgb_bytes(
         ``"unsupported image mode 'X'"``.
     """
     min_side, max_pixels = _check_params(min_side, max_pixels)
-    return _decode_bytes(data, min_side, max_pixels)
+    keep = _as_int(full_size_below)
+    if keep is None or keep < 0:
+        raise invalid_param("full_size_below", "load_rgb", "a non-negative int", full_size_below)
+    return _decode_bytes(data, min_side, max_pixels, keep)
 
 
 # --------------------------------------------------------------------------------------
@@ -322,7 +329,7 @@ def _os_reason(exc: OSError) -> str:
 
 
 def _decode_bytes(
-    data: bytes, min_side: int, max_pixels: int | None
+    data: bytes, min_side: int, max_pixels: int | None, full_size_below: int = 0
 ) -> tuple[np.ndarray, ImageInfo]:
     if not data:
         raise DecodeError("empty file (0 bytes)")
@@ -333,7 +340,7 @@ def _decode_bytes(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return _decode(data, min_side, max_pixels)
+            return _decode(data, min_side, max_pixels, full_size_below)
         except (DecodeError, MemoryError):
             raise
         except Image.DecompressionBombError as exc:
@@ -346,7 +353,9 @@ def _decode_bytes(
             raise DecodeError(_corrupt_reason(exc)) from exc
 
 
-def _decode(data: bytes, min_side: int, max_pixels: int | None) -> tuple[np.ndarray, ImageInfo]:
+def _decode(
+    data: bytes, min_side: int, max_pixels: int | None, full_size_below: int = 0
+) -> tuple[np.ndarray, ImageInfo]:
     with Image.open(io.BytesIO(data)) as im:
         width, height = im.size
         fmt, mode = im.format, im.mode
@@ -357,14 +366,14 @@ def _decode(data: bytes, min_side: int, max_pixels: int | None) -> tuple[np.ndar
             raise DecodeError(
                 f"decompression bomb: {width}x{height} pixels exceeds the limit of {max_pixels}"
             )
-        if min(width, height) >= 2 * min_side:
+        if min(width, height) >= max(2 * min_side, full_size_below):
             # JPEG only (a no-op for other formats): let libjpeg scale by 1/2..1/8 while
             # decoding, keeping both sides >= min_side. Far faster and smaller than full
             # size. Skipped when no 1/2 scaling is possible (saves Pillow's overhead).
             im.draft("RGB", (min_side, min_side))
         im.load()
         orientation = _orientation(im)  # after load: PNG may store eXIf after IDAT
-        out = _to_rgb(im, min_side)
+        out = _to_rgb(im, min_side, full_size_below)
         method = _TRANSPOSE.get(orientation)
         if method is not None:
             out = out.transpose(method)  # on the small image: cheaper than before reducing
@@ -419,11 +428,11 @@ def _n_frames(im: Image.Image) -> int:
         return 1
 
 
-def _to_rgb(im: Image.Image, min_side: int) -> Image.Image:
+def _to_rgb(im: Image.Image, min_side: int, full_size_below: int = 0) -> Image.Image:
     """Normalize a loaded image to a (possibly reduced) 8-bit ``RGB`` image."""
     im = _to_working_mode(im)  # one of L, LA, RGB, RGBA
     short = min(im.size)
-    if short > 2 * min_side:
+    if short > max(2 * min_side, full_size_below):
         # Integer box reduction: shorter side becomes ceil(short / factor) >= min_side.
         # Done before flattening alpha: reduce() premultiplies LA/RGBA itself.
         im = im.reduce(short // min_side)

@@ -9,13 +9,19 @@ The index is chosen by the size of the reference set (``benchmarks/scaling.py`` 
 each choice pays off):
 
 * vectors: an exact flat index below :data:`APPROX_MIN_REFERENCE` rows; above it an
-  approximate one (PCA to :data:`IVF_PCA_DIM` dimensions, an IVF index in that space returns a
-  shortlist, which is re-ranked with the exact cosine of the full vectors, so every score
-  returned is exact and only a true neighbour missing from the shortlist can be lost);
+  approximate one (PCA to :data:`IVF_PCA_DIM` dimensions; in that space an IVF index of 4-bit
+  PQ fast-scan codes returns a long shortlist, cut down with exact distances of the reduced
+  vectors, and the rest is re-ranked with the exact cosine of the full vectors, so every
+  score returned is exact and only a true neighbour missing from the shortlists can be lost);
 * binary codes: a flat range search below :data:`HASH_INDEX_MIN_REFERENCE` rows; above it a
-  multi-index hash (the code is cut into 16-bit substrings, each a sorted table). By the
+  multi-index hash (the code is cut into substrings of 16 bits, 21-22 bits for very large
+  references, each a sorted table). By the
   pigeonhole principle a code within the radius is within a few bits of the query in at least
   one substring, so the multi-index search is *exact*, not approximate.
+
+Searches of many queries run in :data:`QUERY_BATCH` batches on every core (Python threads,
+FAISS single-threaded in each): on a 2-core machine shared with other work, OpenMP barriers
+of small FAISS calls cost more than the calls (a PQ training took 22 s instead of 0.3 s).
 
 :data:`SEARCH_MODE` (or :func:`search_mode`, or the ``mode`` argument) forces one choice.
 """
@@ -58,14 +64,26 @@ HASH_INDEX_MIN_REFERENCE = 50_000
 #: Dimensions of the PCA space in which the IVF shortlist is searched (64 keeps 96% of the
 #: variance of the thumbnail descriptors; near duplicates stay near in any projection).
 IVF_PCA_DIM = 64
+#: Rows from which the PCA is estimated (a covariance of 8,192 rows estimates 64 principal
+#: directions well; more only cost D * D per row: 1.3 CPU-s for 1280-d embeddings).
+IVF_PCA_SAMPLE = 8192
 #: Reference rows per IVF list (nlist = N / this, rounded down to a power of two, at least
-#: 16): 1,024 lists at 1M rows. More lists scan fewer rows per query but cost k-means
-#: training and assignment time (N * nlist * IVF_PCA_DIM) at build.
+#: 16): 1,024 lists at 1M rows. More lists scan fewer codes per query but cost k-means
+#: training and assignment time (N * nlist * IVF_PCA_DIM) at build: at 1M rows 512 lists
+#: saved 2.7 CPU-s of assignment but cost 2 CPU-s more per 100k queries.
 IVF_ROWS_PER_LIST = 512
-#: IVF lists visited per query: on 300k synthetic thumbnail descriptors 8 probes kept every
-#: planted near duplicate in the shortlist with 256 or 1,024 lists, 4 probes lost 0.5-1.6%.
-IVF_NPROBE = 8
-#: Shortlist re-ranked exactly: max(IVF_SHORTLIST_MIN, IVF_SHORTLIST_FACTOR * k).
+#: IVF lists visited per query. The lists hold 4-bit PQ fast-scan codes, scanned ~10x faster
+#: than the float vectors of an IVFFlat, so more lists are visited than the 8 of the former
+#: IVFFlat: on 1M synthetic thumbnail descriptors 16 probes with a 64-code scan shortlist kept
+#: 99.85% of the planted near duplicates that the exact search finds (8 probes: 97.7%).
+IVF_NPROBE = 16
+#: Codes per query taken from the PQ fast-scan (approximate distances):
+#: max(IVF_SCAN_MIN, IVF_SCAN_FACTOR * k). They are re-ranked with exact distances in the PCA
+#: space, which keeps the shortlist below.
+IVF_SCAN_FACTOR = 16
+IVF_SCAN_MIN = 64
+#: Shortlist re-ranked with the exact cosine of the full vectors:
+#: max(IVF_SHORTLIST_MIN, IVF_SHORTLIST_FACTOR * k).
 IVF_SHORTLIST_FACTOR = 4
 IVF_SHORTLIST_MIN = 16
 #: Training rows per IVF list (the k-means sample), capped at N.
@@ -73,12 +91,26 @@ IVF_TRAIN_PER_LIST = 40
 #: k-means iterations of the IVF training (FAISS' default is 25; the lists need not be
 #: optimal, only balanced enough, and training is a large share of the build at 1M rows).
 IVF_KMEANS_ITERATIONS = 10
-#: Bits per multi-index hash table (each is a sorted 2**16-bucket table).
+#: Rows on which the PQ codebooks are trained (16 centroids per sub-quantizer need few).
+IVF_PQ_TRAIN = 16384
+#: Below this many reference rows the "approximate" index searches exactly (a flat index):
+#: a product quantizer cannot be trained on a handful of rows, and nothing is to be gained.
+IVF_MIN_ROWS = 256
+#: Bits per multi-index hash table when a 64-bit word is cut into 4 substrings; 3 substrings
+#: of 21-22 bits are used instead where they cost less (see :func:`_mih_layout`).
 MIH_SUBSTRING_BITS = 16
-#: Bits flipped per substring probe above which the multi-index search is not worth it.
+#: Bits flipped per 16-bit substring probe above which the multi-index search is not worth it
+#: (this bounds the radius: 11 bits for 64-bit codes).
 MIH_MAX_FLIPS = 2
-#: Candidate rows examined per multi-index step (bounds the temporary arrays, ~8 bytes each).
-MIH_CANDIDATE_CHUNK = 1 << 22
+#: Cost of probing one bucket, in candidate verifications. A probe reads the bucket start
+#: table at a random place: 512 KB for 16 bits stays in cache, 16 MB for 22 bits does not,
+#: so a probe costs several candidate checks. Measured at 1M references x 100k queries:
+#: 4 x 16 bits 12 CPU-s (12k candidates per query), 3 x 21-22 bits 21 CPU-s (3.2k candidates
+#: but 3.4k probes); with this cost 3 x 21-22 bits is chosen only from ~5M references.
+MIH_PROBE_COST = 8.0
+#: Candidate rows (and probed buckets) examined per multi-index step: bounds the temporary
+#: arrays and keeps them in cache (at 1M references 2**16 was 1.8x faster than 2**22).
+MIH_CANDIDATE_CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -281,15 +313,52 @@ def _ivf_knn(reference: np.ndarray, queries: Sequence[np.ndarray], k: int,
     return [index.search(q, k, min_score=min_score) for q in queries]
 
 
+@contextmanager
+def _faiss_threads(n: int) -> Iterator[None]:
+    """Run FAISS calls of this thread on ``n`` OpenMP threads (the setting is per thread)."""
+    faiss = _faiss()
+    old = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(old)
+
+
+def _map_batches(fn, n_rows: int) -> list:
+    """``fn(start, stop)`` over :data:`QUERY_BATCH` row batches, in order, on every core.
+
+    Each worker runs FAISS single-threaded: two batches in two threads keep both cores busy
+    without OpenMP barriers, which on a loaded 2-core machine cost more than the work.
+    """
+    batches = [(s, min(s + QUERY_BATCH, n_rows)) for s in range(0, n_rows, QUERY_BATCH)]
+    threads = min(len(batches), _cores())
+    if threads <= 1:
+        return [fn(b0, b1) for b0, b1 in batches]
+    from concurrent.futures import ThreadPoolExecutor
+
+    def work(b: tuple[int, int]):
+        _faiss().omp_set_num_threads(1)  # this pool thread only
+        return fn(*b)
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(work, batches))
+
+
 class IvfIndex:
-    """Approximate inner-product k-NN: IVF shortlist in a PCA space, exact re-ranking.
+    """Approximate inner-product k-NN: IVF-PQ fast-scan shortlist in a PCA space, exact re-ranking.
 
     For unit vectors the nearest by cosine are the nearest by L2 distance, and a centred PCA
-    projection preserves L2 distances best, so the shortlist of max(:data:`IVF_SHORTLIST_MIN`,
-    :data:`IVF_SHORTLIST_FACTOR` * k) rows is searched with L2 in :data:`IVF_PCA_DIM`
-    dimensions, then re-ranked with the exact cosine of the full vectors. Memory: the reduced
-    float32 vectors and ids (about 4 * IVF_PCA_DIM + 8 bytes per row) beside ``reference``,
-    which is kept by reference, not copied.
+    projection preserves L2 distances best, so the search runs with L2 in
+    :data:`IVF_PCA_DIM` dimensions: an IVF index of 4-bit PQ fast-scan codes (one
+    sub-quantizer per dimension) visits :data:`IVF_NPROBE` lists and returns
+    max(:data:`IVF_SCAN_MIN`, :data:`IVF_SCAN_FACTOR` * k) codes, which are re-ranked with the
+    exact distance of the reduced vectors; the best max(:data:`IVF_SHORTLIST_MIN`,
+    :data:`IVF_SHORTLIST_FACTOR` * k) are then re-ranked with the exact cosine of the full
+    vectors, so every score returned is exact and only a true neighbour missing from the
+    shortlists can be lost. Memory beside ``reference`` (kept by reference, not copied): the
+    reduced float32 vectors, the codes and ids, about 4 * IVF_PCA_DIM + IVF_PCA_DIM / 2 + 8
+    bytes per row (296 at 64 dimensions).
 
     Parameters
     ----------
@@ -301,29 +370,57 @@ class IvfIndex:
         faiss = _faiss()
         n, d = reference.shape
         self.reference = reference
+        self.flat = None
+        if n < IVF_MIN_ROWS:
+            self.flat = faiss.IndexFlatIP(d)
+            self.flat.add(np.ascontiguousarray(reference, np.float32))
+            return
         nlist = ivf_lists(n)
         # A fixed seed: the same inputs give the same index, hence the same candidates.
         rng = np.random.default_rng(0)
-        n_train = min(n, max(IVF_TRAIN_PER_LIST * nlist, 2 * d))
+        n_train = min(n, max(IVF_TRAIN_PER_LIST * nlist, IVF_PCA_SAMPLE, IVF_PQ_TRAIN, 2 * d))
         rows = np.sort(rng.choice(n, n_train, replace=False)) if n_train < n else np.arange(n)
         sample = np.ascontiguousarray(reference[rows], np.float32)
-        dr = min(d, IVF_PCA_DIM)
-        self.pca = None
-        if dr < d:
-            # 8,192 rows estimate 64 principal directions well; more only cost d*d per row.
-            self.pca = faiss.PCAMatrix(d, dr)
-            self.pca.train(np.ascontiguousarray(sample[:: max(1, len(sample) // 8192)]))
-        self.ivf = faiss.IndexIVFFlat(faiss.IndexFlatL2(dr), dr, nlist, faiss.METRIC_L2)
-        self.ivf.cp.niter = IVF_KMEANS_ITERATIONS
-        self.ivf.train(self._reduce(sample))
+        self._fit_pca(sample[:: max(1, len(sample) // IVF_PCA_SAMPLE)])
+        dr = self.proj.shape[1]
+        self.reduced = self._reduce(reference)
+        train = self._reduce(sample)
         del sample
-        for start in range(0, n, QUERY_BATCH * 4):
-            chunk = np.ascontiguousarray(reference[start:start + QUERY_BATCH * 4], np.float32)
-            self.ivf.add(self._reduce(chunk))
+        kmeans = faiss.Kmeans(dr, nlist, niter=IVF_KMEANS_ITERATIONS, seed=1234,
+                              max_points_per_centroid=IVF_TRAIN_PER_LIST)
+        kmeans.train(train[:: max(1, len(train) // (IVF_TRAIN_PER_LIST * nlist))])
+        quantizer = faiss.IndexFlatL2(dr)
+        quantizer.add(kmeans.centroids)
+        # One 4-bit sub-quantizer per dimension: half the recall loss of one per 2 dimensions
+        # (1M thumbnail descriptors: 99.85% against 98.95% of the planted near duplicates).
+        self.ivf = faiss.IndexIVFPQFastScan(quantizer, dr, nlist, dr, 4)
+        with _faiss_threads(1):  # tiny k-means per sub-quantizer: OpenMP only adds barriers
+            self.ivf.train(train[:: max(1, len(train) // IVF_PQ_TRAIN)])
+        del train
+        self.ivf.add(self.reduced)
         self.ivf.nprobe = min(IVF_NPROBE, nlist)
 
+    def _fit_pca(self, sample: np.ndarray) -> None:
+        """Centred PCA to IVF_PCA_DIM dimensions (rounded up to even for the PQ fast-scan);
+        with D <= IVF_PCA_DIM a rotation, padded with zero columns, that keeps distances."""
+        d = sample.shape[1]
+        dr = min(d, IVF_PCA_DIM)
+        dr += dr % 2
+        self.mean = sample.mean(axis=0, dtype=np.float64)
+        centred = sample - self.mean.astype(np.float32)
+        _, vecs = np.linalg.eigh(centred.T.astype(np.float64) @ centred)  # ascending
+        self.proj = np.zeros((d, dr), np.float32)
+        keep = min(d, dr)
+        self.proj[:, :keep] = vecs[:, ::-1][:, :keep]
+        self.offset = (self.mean @ self.proj).astype(np.float32)
+
     def _reduce(self, x: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(self.pca.apply(x) if self.pca is not None else x)
+        out = np.empty((len(x), self.proj.shape[1]), np.float32)
+        for s in range(0, len(x), QUERY_BATCH * 4):  # widen float16 a slice at a time
+            np.matmul(np.asarray(x[s:s + QUERY_BATCH * 4], np.float32), self.proj,
+                      out=out[s:s + QUERY_BATCH * 4])
+        out -= self.offset
+        return out
 
     def search(self, query: np.ndarray, k: int, *, min_score: float = -1.0) -> Neighbours:
         """k nearest reference rows of each query row (exact cosines, decreasing)."""
@@ -331,21 +428,50 @@ class IvfIndex:
         k = min(k, n)
         if len(query) == 0 or k <= 0:
             return Neighbours.empty()
+        if self.flat is not None:
+            out_q, out_r, out_s = [], [], []
+            for start in range(0, len(query), QUERY_BATCH):
+                sims, idx = self.flat.search(
+                    np.ascontiguousarray(query[start:start + QUERY_BATCH], np.float32), k)
+                _keep_pairs(out_q, out_r, out_s, start, sims, idx, min_score)
+            return _concat(out_q, out_r, out_s)
         shortlist = min(n, max(IVF_SHORTLIST_MIN, IVF_SHORTLIST_FACTOR * k))
-        step = max(1, (1 << 22) // (shortlist * d))  # re-rank ~16 MB of float32 rows at a time
-        out_q, out_r, out_s = [], [], []
-        for start in range(0, len(query), QUERY_BATCH):
-            q = np.ascontiguousarray(query[start:start + QUERY_BATCH], np.float32)
-            _, cand = self.ivf.search(self._reduce(q), shortlist)
-            sims = np.empty(cand.shape, np.float32)
+        scan = min(n, max(IVF_SCAN_MIN, IVF_SCAN_FACTOR * k, shortlist))
+        parts = _map_batches(
+            lambda b0, b1: self._search_batch(query, b0, b1, k, scan, shortlist, min_score),
+            len(query))
+        return _concat(*zip(*parts))
+
+    def _search_batch(self, query: np.ndarray, start: int, stop: int, k: int, scan: int,
+                      shortlist: int, min_score: float) -> tuple:
+        """(query rows, reference rows, cosines) of queries ``start:stop``."""
+        d = self.reference.shape[1]
+        q = np.ascontiguousarray(query[start:stop], np.float32)
+        rq = self._reduce(q)
+        _, cand = self.ivf.search(rq, scan)
+        if shortlist < scan:  # exact distances in the PCA space pick the shortlist
+            keep = np.empty((len(q), shortlist), np.int64)
+            step = max(1, (1 << 18) // (scan * rq.shape[1]))  # ~1 MB of reduced rows
             for s in range(0, len(q), step):
-                rows_f = self.reference[np.maximum(cand[s:s + step], 0)].astype(np.float32)
-                sims[s:s + step] = np.matmul(rows_f, q[s:s + step, :, None])[:, :, 0]
-            sims[cand < 0] = -np.inf
-            order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-            _keep_pairs(out_q, out_r, out_s, start, np.take_along_axis(sims, order, 1),
-                        np.take_along_axis(cand, order, 1), min_score)
-        return _concat(out_q, out_r, out_s)
+                c = cand[s:s + step]
+                g = self.reduced[np.maximum(c, 0)]
+                g -= rq[s:s + step, None, :]
+                dist = np.einsum("ijk,ijk->ij", g, g)
+                dist[c < 0] = np.inf
+                sel = np.argpartition(dist, shortlist - 1, axis=1)[:, :shortlist]
+                keep[s:s + step] = np.take_along_axis(c, sel, 1)
+            cand = keep
+        sims = np.empty(cand.shape, np.float32)
+        step = max(1, (1 << 20) // (shortlist * d))  # re-rank ~4 MB of float32 rows at a time
+        for s in range(0, len(q), step):
+            rows_f = self.reference[np.maximum(cand[s:s + step], 0)].astype(np.float32)
+            sims[s:s + step] = np.matmul(rows_f, q[s:s + step, :, None])[:, :, 0]
+        sims[cand < 0] = -np.inf
+        order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        out_q, out_r, out_s = [], [], []
+        _keep_pairs(out_q, out_r, out_s, start, np.take_along_axis(sims, order, 1),
+                    np.take_along_axis(cand, order, 1), min_score)
+        return out_q[0], out_r[0], out_s[0]
 
 
 # ------------------------------------------------------------------------------ binary codes
@@ -413,15 +539,48 @@ def _flip_masks(bits: int, flips: int) -> np.ndarray:
     return np.asarray(out, np.int64)
 
 
+def _mih_layout(n_bits: int, n_reference: int, radius: int) -> tuple[list[int], list[int]]:
+    """(substring lengths, bits flipped per substring) of the cheapest exact multi-index search.
+
+    Each 64-bit word is cut into 4 substrings of 16 bits or 3 of 21-22 bits. Generalised
+    pigeonhole: with m substrings, if every substring t were further than tau_t bits from the
+    query the whole code would be at least sum(tau_t) + m bits away, so sum(tau_t) >= radius -
+    m + 1 guarantees that every code within ``radius`` is within tau_t of the query in some
+    substring t. The cost of a layout is the buckets probed per query (each with
+    :data:`MIH_PROBE_COST`) plus the candidates in them, N / 2**bits per bucket for uniform
+    codes. Short substrings mean few probes but crowded buckets: 4 x 16 bits wins up to
+    ~5M references, 3 x 21-22 bits above.
+    """
+    best: tuple[float, list[int], list[int]] | None = None
+    for per_word, max_flips in ((4, MIH_MAX_FLIPS), (3, MIH_MAX_FLIPS + 1)):
+        lengths = [64 // per_word + (1 if i < 64 % per_word else 0)
+                   for i in range(per_word)] * (n_bits // 64)
+        m = len(lengths)
+        need = max(0, radius - m + 1)
+        # The extra flips go to the last (shortest) substrings: fewer masks to probe.
+        flips = [need // m + (1 if t >= m - need % m else 0) for t in range(m)]
+        if max(flips) > max_flips:
+            continue
+        cost = 0.0
+        for length, f in zip(lengths, flips):
+            probes = sum(len(list(itertools.combinations(range(length), j))) for j in range(f + 1))
+            cost += probes * (MIH_PROBE_COST + n_reference / 2.0 ** length)
+        if best is None or cost < best[0]:
+            best = (cost, lengths, flips)
+    assert best is not None  # the 4 x 16-bit layout is feasible whenever _mih_flips is
+    return best[1], best[2]
+
+
 class MultiIndexHash:
     """Exact Hamming range search by multi-index hashing (Norouzi et al., CVPR 2012).
 
-    Each code is cut into 16-bit substrings; per substring the reference rows are sorted by
-    its value, so the rows sharing a value are one contiguous bucket. A query probes, in
-    each substring, every value within a few flipped bits of its own (see
-    :func:`_mih_flips`), and only the rows of those buckets are compared in full. Memory:
-    about 14 bytes per reference row and 16-bit substring (row order, sorted codes, value):
-    ~60 bytes per 64-bit pHash.
+    Each code is cut into substrings (:func:`_mih_layout`: 16 bits, or 21-22 bits for very
+    large references); per substring the reference rows are sorted by its value, so the rows sharing
+    a value are one contiguous bucket. A query probes, in each substring, every value within a
+    few flipped bits of its own, and only the rows of those buckets are compared in full.
+    The tables of a layout are built at its first search. Memory per reference row and
+    substring: about 16 bytes (row order, sorted codes, value), plus 2**bits bucket starts per
+    table (16 MB per 22-bit table): ~60 bytes per 64-bit pHash, and ~50 MB more at 1M rows.
 
     Parameters
     ----------
@@ -437,16 +596,34 @@ class MultiIndexHash:
                                 f"{b} bytes")
         self.n_bits = 8 * b
         self.words = reference.view(">u8").astype(np.uint64)  # (N, W) native uint64
-        self.subs = reference.view(">u2").astype(np.uint16)  # (N, m) substring values
-        idx_type = np.int32 if n < 2**31 else np.int64
-        self.tables = []
-        for t in range(self.subs.shape[1]):
-            order = np.argsort(self.subs[:, t], kind="stable").astype(idx_type, copy=False)
-            starts = np.zeros((1 << MIH_SUBSTRING_BITS) + 1, np.int64)
-            np.cumsum(np.bincount(self.subs[:, t], minlength=1 << MIH_SUBSTRING_BITS),
-                      out=starts[1:])
-            words = self.words[order]
-            self.tables.append((order, words.ravel() if words.shape[1] == 1 else words, starts))
+        self._layouts: dict[tuple[int, ...], tuple[np.ndarray, list]] = {}
+
+    @staticmethod
+    def _substrings(words: np.ndarray, lengths: Sequence[int]) -> np.ndarray:
+        """(N, m) int32 substring values of (N, W) uint64 words, most significant bits first."""
+        out = np.empty((len(words), len(lengths)), np.int32)
+        per_word = len(lengths) // words.shape[1]
+        for t, length in enumerate(lengths):
+            w, i = divmod(t, per_word)
+            shift = 64 - sum(lengths[w * per_word:w * per_word + i + 1])
+            out[:, t] = (words[:, w] >> np.uint64(shift)) & np.uint64((1 << length) - 1)
+        return out
+
+    def _tables(self, lengths: list[int]) -> tuple[np.ndarray, list]:
+        key = tuple(lengths)
+        if key not in self._layouts:
+            n = len(self.words)
+            subs = self._substrings(self.words, lengths)
+            idx_type = np.int32 if n < 2**31 else np.int64
+            tables = []
+            for t, length in enumerate(lengths):
+                order = np.argsort(subs[:, t], kind="stable").astype(idx_type, copy=False)
+                starts = np.zeros((1 << length) + 1, idx_type)
+                np.cumsum(np.bincount(subs[:, t], minlength=1 << length), out=starts[1:])
+                words = self.words[order]
+                tables.append((order, words.ravel() if words.shape[1] == 1 else words, starts))
+            self._layouts[key] = (subs, tables)
+        return self._layouts[key]
 
     def search(self, query: np.ndarray, radius: int) -> Neighbours:
         """All (query, reference) pairs within ``radius`` bits, sorted by (query, reference).
@@ -457,31 +634,24 @@ class MultiIndexHash:
             When the radius is too large for an exact multi-index search (see
             :func:`choose_hash_index`).
         """
-        flips = _mih_flips(self.n_bits, radius)
-        if flips is None:
+        if _mih_flips(self.n_bits, radius) is None:
             raise invalid_param("radius", "MultiIndexHash.search",
                                 f"at most {3 * self.n_bits // MIH_SUBSTRING_BITS - 1}", radius)
         query = np.ascontiguousarray(query, np.uint8)
-        if len(query) == 0:
+        if len(query) == 0 or len(self.words) == 0:
             return Neighbours.empty()
+        lengths, flips = _mih_layout(self.n_bits, len(self.words), radius)
+        subs, tables = self._tables(lengths)
         q_words = query.view(">u8").astype(np.uint64)
-        q_subs = query.view(">u2").astype(np.int64)
+        q_subs = self._substrings(q_words, lengths)
         if q_words.shape[1] == 1:
             q_words = q_words.ravel()
-        masks = {f: _flip_masks(MIH_SUBSTRING_BITS, f) for f in set(flips)}
-        batches = [(s, min(s + QUERY_BATCH, len(query))) for s in range(0, len(query), QUERY_BATCH)]
+        masks = [_flip_masks(length, f) for length, f in zip(lengths, flips)]
         # numpy releases the GIL in the per-candidate work: threads use every core.
-        threads = min(len(batches), _cores())
-        if threads > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(threads) as pool:
-                parts = list(pool.map(
-                    lambda b: self._search_batch(q_words, q_subs, b[0], b[1], radius, flips, masks),
-                    batches))
-        else:
-            parts = [self._search_batch(q_words, q_subs, b0, b1, radius, flips, masks)
-                     for b0, b1 in batches]
+        parts = _map_batches(
+            lambda b0, b1: self._search_batch(q_words, q_subs, b0, b1, radius, flips, masks,
+                                              subs, tables),
+            len(query))
         parts = [p for part in parts for p in part]
         if not parts:
             return Neighbours.empty()
@@ -489,42 +659,53 @@ class MultiIndexHash:
         order = np.lexsort((nb.reference, nb.query))
         return Neighbours(nb.query[order], nb.reference[order], nb.score[order])
 
-    def _search_batch(self, q_words: np.ndarray, q_subs: np.ndarray, start: int, stop: int,
-                      radius: int, flips: list[int], masks: dict[int, np.ndarray]) -> list[tuple]:
+    @staticmethod
+    def _search_batch(q_words: np.ndarray, q_subs: np.ndarray, start: int, stop: int,
+                      radius: int, flips: list[int], masks: list[np.ndarray], subs: np.ndarray,
+                      tables: list) -> list[tuple]:
         """(query rows, reference rows, distances) of queries ``start:stop``, unsorted."""
         out = []
-        for t, (order, sorted_words, starts) in enumerate(self.tables):
-            mk = masks[flips[t]]
-            keys = q_subs[start:stop, t, None] ^ mk[None, :]
-            lo = starts[keys].ravel()
-            cnt = starts[keys + 1].ravel() - lo
-            nz = np.flatnonzero(cnt)
-            lo, cnt, rows = lo[nz], cnt[nz], start + nz // len(mk)
-            cum = np.cumsum(cnt)
-            i0 = 0
-            while i0 < len(cnt):  # slices of at most ~MIH_CANDIDATE_CHUNK candidates
-                base = cum[i0] - cnt[i0]
-                i1 = max(i0 + 1, int(np.searchsorted(cum, base + MIH_CANDIDATE_CHUNK, "right")))
-                c, ends, r = cnt[i0:i1], cum[i0:i1] - base, rows[i0:i1]
-                # Positions of every candidate: each probed bucket is a contiguous run.
-                pos = np.repeat(lo[i0:i1] - (ends - c), c)
-                pos += np.arange(int(ends[-1]), dtype=np.int64)
-                x = sorted_words[pos]
-                x ^= np.repeat(q_words[r], c, axis=0)
-                dist = np.bitwise_count(x)
-                if dist.ndim == 2:
-                    dist = dist.sum(axis=1, dtype=np.int64)
-                keep = np.flatnonzero(dist <= radius)
-                qq = r[np.searchsorted(ends, keep, "right")]
-                rr = order[pos[keep]].astype(np.int64)
-                dist = dist[keep]
-                # A pair within the radius is probed in every substring that is close
-                # enough: keep it only from the first such substring.
-                first = np.ones(len(qq), bool)
-                for t2 in range(t):
-                    first &= np.bitwise_count(q_subs[qq, t2] ^ self.subs[rr, t2]) > flips[t2]
-                out.append((qq[first], rr[first], dist[first]))
-                i0 = i1
+        for t, (order, sorted_words, starts) in enumerate(tables):
+            mk = masks[t]
+            # Queries per step so that the probed buckets fit MIH_CANDIDATE_CHUNK.
+            q_step = max(1, MIH_CANDIDATE_CHUNK // len(mk))
+            for q0 in range(start, stop, q_step):
+                q1 = min(stop, q0 + q_step)
+                keys = q_subs[q0:q1, t, None].astype(np.int64) ^ mk[None, :]
+                lo = starts[keys].ravel().astype(np.int64)
+                cnt = starts[keys + 1].ravel() - lo
+                nz = np.flatnonzero(cnt)
+                if not len(nz):
+                    continue
+                lo, cnt, rows = lo[nz], cnt[nz], q0 + nz // len(mk)
+                cum = np.cumsum(cnt)
+                i0 = 0
+                while i0 < len(cnt):  # slices of at most ~MIH_CANDIDATE_CHUNK candidates
+                    base = cum[i0] - cnt[i0]
+                    i1 = max(i0 + 1,
+                             int(np.searchsorted(cum, base + MIH_CANDIDATE_CHUNK, "right")))
+                    c, ends, r = cnt[i0:i1], cum[i0:i1] - base, rows[i0:i1]
+                    # Positions of every candidate: each probed bucket is a contiguous run.
+                    pos = np.repeat(lo[i0:i1] - (ends - c), c)
+                    pos += np.arange(int(ends[-1]), dtype=np.int64)
+                    x = sorted_words[pos]
+                    x ^= np.repeat(q_words[r], c, axis=0)
+                    dist = np.bitwise_count(x)
+                    if dist.ndim == 2:
+                        dist = dist.sum(axis=1, dtype=np.int64)
+                    keep = np.flatnonzero(dist <= radius)
+                    i0 = i1
+                    if not len(keep):
+                        continue
+                    qq = r[np.searchsorted(ends, keep, "right")]
+                    rr = order[pos[keep]].astype(np.int64)
+                    dist = dist[keep]
+                    # A pair within the radius is probed in every substring that is close
+                    # enough: keep it only from the first such substring.
+                    first = np.ones(len(qq), bool)
+                    for t2 in range(t):
+                        first &= np.bitwise_count(q_subs[qq, t2] ^ subs[rr, t2]) > flips[t2]
+                    out.append((qq[first], rr[first], dist[first]))
         return out
 
 

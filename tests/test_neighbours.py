@@ -203,3 +203,70 @@ def test_bad_modes_and_radii_are_rejected():
             pass
     with pytest.raises(InvalidInputError, match="'radius' parameter"):
         MultiIndexHash(random_codes(10, seed=7)).search(random_codes(2, seed=8), 12)
+
+
+def test_approximate_index_is_pq_fast_scan_with_high_planted_recall():
+    import faiss
+
+    ref = clustered_vectors(20000, 148, seed=20)
+    src = np.random.default_rng(21).choice(len(ref), 400, replace=False)
+    planted = {(i, int(s)) for i, s in enumerate(src)}
+    query = np.concatenate([near_copies(ref, src, seed=22), clustered_vectors(400, 148, seed=23)])
+    index = neighbours.IvfIndex(ref)
+    assert isinstance(index.ivf, faiss.IndexIVFPQFastScan)
+    assert index.reduced.shape == (20000, neighbours.IVF_PCA_DIM)
+    with search_mode("approximate"):
+        a, b = vector_knn_many(ref, [query, query[::-1].copy()], 3, min_score=0.3)
+    exact = vector_knn(ref, query, 3, min_score=0.3, mode="exact")
+    found = planted & pairs(exact)
+    assert len(found) == len(planted)
+    assert len(found & pairs(a)) / len(found) >= 0.99
+    # The second query set is the first reversed: the same pairs, rows mirrored.
+    flipped_back = {(len(query) - 1 - q, r) for q, r in pairs(b)}
+    assert len(found & flipped_back) / len(found) >= 0.99
+    # Scores are exact cosines, so pairs found by both searches carry the same score.
+    ex = dict(zip(zip(exact.query.tolist(), exact.reference.tolist()), exact.score.tolist()))
+    for q, r, s in zip(a.query.tolist(), a.reference.tolist(), a.score.tolist()):
+        if (q, r) in ex:
+            assert abs(ex[(q, r)] - s) < 1e-5
+    # Same inputs, same index: the candidates are reproducible.
+    again = vector_knn(ref, query, 3, min_score=0.3, mode="approximate")
+    np.testing.assert_array_equal(again.reference, a.reference)
+
+
+def test_approximate_mode_on_tiny_references_is_exact(monkeypatch):
+    ref = clustered_vectors(neighbours.IVF_MIN_ROWS - 1, 20, seed=24)
+    query = clustered_vectors(30, 20, seed=25)
+    exact = vector_knn(ref, query, 4, mode="exact")
+    approx = vector_knn(ref, query, 4, mode="approximate")
+    np.testing.assert_array_equal(approx.reference, exact.reference)
+    np.testing.assert_allclose(approx.score, exact.score, atol=1e-6)
+
+
+def test_odd_dimensions_are_padded_for_the_fast_scan():
+    ref = clustered_vectors(3000, 33, seed=26)
+    src = np.arange(0, 3000, 25)
+    approx = vector_knn(ref, near_copies(ref, src, seed=27), 2, mode="approximate")
+    assert {(i, int(s)) for i, s in enumerate(src)} <= pairs(approx)
+
+
+@pytest.mark.parametrize("radius", [3, 10, 11])
+def test_three_substring_layout_is_identical_to_flat_range_search(monkeypatch, radius):
+    # Free probes make the 3 x 21-22-bit layout the cheaper one (as for ~5M references).
+    monkeypatch.setattr(neighbours, "MIH_PROBE_COST", 0.0)
+    assert neighbours._mih_layout(64, 5000, radius)[0] == [22, 21, 21]
+    ref = random_codes(5000, seed=30)
+    query = np.concatenate([flipped(ref[:300], 12, seed=31), random_codes(300, seed=32)])
+    flat = hamming_within(ref, query, radius, mode="exact")
+    mih = hamming_within(ref, query, radius, mode="approximate")
+    assert len(flat.query) > 0
+    np.testing.assert_array_equal(mih.query, flat.query)
+    np.testing.assert_array_equal(mih.reference, flat.reference)
+    np.testing.assert_array_equal(mih.score, flat.score)
+
+
+def test_multi_index_layout_follows_reference_size():
+    assert neighbours._mih_layout(64, 100_000, 10) == ([16] * 4, [1, 2, 2, 2])
+    assert neighbours._mih_layout(64, 1_000_000, 10)[0] == [16] * 4
+    assert neighbours._mih_layout(64, 50_000_000, 10)[0] == [22, 21, 21]
+    assert neighbours._mih_layout(128, 100_000, 10)[0] == [16] * 8

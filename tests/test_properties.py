@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from splitaudit.cache import FingerprintCache, cache_file_name
 from splitaudit.errors import InvalidInputError
-from splitaudit.extract import MIN_DECODE_SIDE, FingerprintTable, extract, fingerprint_identity
+from splitaudit.extract import FULL_SIZE_BELOW, MIN_DECODE_SIDE, FingerprintTable, extract, fingerprint_identity
 from splitaudit.fingerprints.properties import (
     CATEGORICAL,
     PROPERTY_NAMES,
@@ -271,7 +271,8 @@ def test_extract_fills_one_row_per_sample_and_nan_for_corrupt_files(folder):
             assert not table.ok[i] and np.isnan(row).all()
             continue
         # The row is exactly what the properties of the file's own decode are.
-        expected = properties_from_bytes(Path(s.abspath).read_bytes(), min_side=MIN_DECODE_SIDE)
+        expected = properties_from_bytes(Path(s.abspath).read_bytes(), min_side=MIN_DECODE_SIDE,
+                                         full_size_below=FULL_SIZE_BELOW)
         assert np.array_equal(_bits(row), _bits(expected)), s.path
         assert row[COL["width"]] == table.width[i] and row[COL["height"]] == table.height[i]
     by_name = {Path(s.path).name: table.properties[i] for i, s in enumerate(samples)}

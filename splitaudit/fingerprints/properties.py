@@ -237,8 +237,11 @@ def image_properties(
     ], np.float32)
 
 
-def properties_from_bytes(data: bytes, *, min_side: int = 128) -> np.ndarray:
+def properties_from_bytes(data: bytes, *, min_side: int = 128, full_size_below: int = 0) -> np.ndarray:
     """Decode ``data`` and return its properties (convenience for tools and tests).
+
+    ``min_side`` and ``full_size_below`` are passed to
+    :func:`~splitaudit.imaging.load_rgb_bytes`.
 
     Raises
     ------
@@ -247,7 +250,7 @@ def properties_from_bytes(data: bytes, *, min_side: int = 128) -> np.ndarray:
     """
     from splitaudit.imaging import load_rgb_bytes
 
-    rgb, info = load_rgb_bytes(data, min_side=min_side)
+    rgb, info = load_rgb_bytes(data, min_side=min_side, full_size_below=full_size_below)
     return image_properties(rgb, info, data)
 
 
