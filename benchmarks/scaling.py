@@ -26,7 +26,7 @@ query at 50k references, as on CIFAR-10).
 
 Usage::
 
-    python benchmarks/scaling.py                      # 10k, 100k, 1M (about 10 min idle)
+    python benchmarks/scaling.py                      # 10k, 100k, 1M (about 4 min idle)
     python benchmarks/scaling.py --sizes 10000 100000 # quicker
 """
 

@@ -207,9 +207,12 @@ class Matcher:
             kind[i], ncc[i], evidence[i] = NEAR, 1.0, "both blank, same grey level"
         cosine = np.full(p, np.nan, np.float32)
         if t.embeddings is not None:
-            cosine = np.einsum(
-                "pd,pd->p", t.embeddings[q].astype(np.float32), t.embeddings[r].astype(np.float32)
-            )
+            # In chunks: both sides of every pair widened to float32 at once were 10 KB per
+            # candidate pair (hundreds of MB on a 20,000-image full scan).
+            for s in range(0, p, VERIFY_CHUNK):
+                cosine[s:s + VERIFY_CHUNK] = np.einsum(
+                    "pd,pd->p", t.embeddings[q[s:s + VERIFY_CHUNK]].astype(np.float32),
+                    t.embeddings[r[s:s + VERIFY_CHUNK]].astype(np.float32))
         cnn_confirms = cosine >= c.near_cosine  # False where NaN (no embeddings)
         hamming = np.minimum(
             _popcount(t.phash[q] ^ t.phash[r]), _popcount(t.phash_flip[q] ^ t.phash[r])

@@ -228,10 +228,12 @@ def test_model_change_invalidates_embeddings_but_not_hashes(data, tmp_path):
     assert b.calls == n  # embeddings of another model are never reused
     assert not np.array_equal(t3.embeddings, t1.embeddings)
     assert np.array_equal(t3.thumbs, t1.thumbs)
-    # A hash-only scan reuses the fingerprints whatever model filled them.
+    # A hash-only scan decodes at 64 px, a CNN scan at 128 px: the hash-only fingerprints are
+    # its own (decoded once), then reused by the next hash-only scan.
     t4, s4 = _extract(samples, tmp_path / "c", None)
-    assert s4.decoded == 0 and s4.reused == n and t4.embeddings is None
-    assert np.array_equal(t4.phash, t1.phash)
+    assert s4.decoded == n and t4.embeddings is None
+    t5, s5 = _extract(samples, tmp_path / "c", None)
+    assert s5.decoded == 0 and s5.reused == n and np.array_equal(t5.phash, t4.phash)
     # Model a's embeddings were dropped when b took over: a computes them again.
     a3 = FakeEmbedder("a")
     _extract(samples, tmp_path / "c", a3)
@@ -248,7 +250,9 @@ def test_new_splitaudit_version_invalidates_fingerprints(data, tmp_path, monkeyp
 
 
 def test_decode_settings_are_part_of_the_fingerprint_identity():
-    assert fingerprint_identity(None) == fingerprint_identity(FakeEmbedder("a"))  # 32 < 128
+    small, other = FakeEmbedder("a"), FakeEmbedder("b")  # input 32 px: decoded at 128 px
+    assert fingerprint_identity(small) == fingerprint_identity(other)
+    assert fingerprint_identity(None) != fingerprint_identity(small)  # hash-only: 64 px
     big = FakeEmbedder("a")
     big.input_size = 224
     assert fingerprint_identity(big) != fingerprint_identity(None)

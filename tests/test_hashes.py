@@ -92,3 +92,11 @@ def test_work_chunk_hashes_match_single_images(tmp_path):
         thumb = grey_thumbnail(Image.fromarray(rgb))
         assert row[2] == _imagehash_bytes(thumb)
         assert (row[4] == np.asarray(thumb)).all()
+
+
+def test_decode_side_keeps_128_px_for_the_cnn():
+    from splitaudit.extract import CNN_MIN_DECODE_SIDE, decode_side
+
+    assert decode_side(None) == MIN_DECODE_SIDE == 64
+    assert decode_side(112) == CNN_MIN_DECODE_SIDE == 128
+    assert decode_side(224) == 224
