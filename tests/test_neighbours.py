@@ -149,16 +149,20 @@ def flipped(codes: np.ndarray, max_bits: int, seed: int) -> np.ndarray:
     return np.packbits(bits, axis=1)
 
 
-@pytest.mark.parametrize("radius", [0, 1, 3, 6, 10, 11])
-def test_multi_index_hash_is_identical_to_flat_range_search(radius):
-    ref = random_codes(5000, seed=1)
-    query = np.concatenate([flipped(ref[:300], 12, seed=2), random_codes(300, seed=3)])
+def _assert_mih_equals_flat(ref: np.ndarray, query: np.ndarray, radius: int) -> None:
     flat = hamming_within(ref, query, radius, mode="exact")
     mih = hamming_within(ref, query, radius, mode="approximate")
     assert len(flat.query) > 0
     np.testing.assert_array_equal(mih.query, flat.query)
     np.testing.assert_array_equal(mih.reference, flat.reference)
     np.testing.assert_array_equal(mih.score, flat.score)
+
+
+@pytest.mark.parametrize("radius", [0, 1, 3, 6, 10, 11])
+def test_multi_index_hash_is_identical_to_flat_range_search(radius):
+    ref = random_codes(5000, seed=1)
+    query = np.concatenate([flipped(ref[:300], 12, seed=2), random_codes(300, seed=3)])
+    _assert_mih_equals_flat(ref, query, radius)
 
 
 def test_multi_index_hash_finds_planted_copies_and_no_far_codes():
@@ -257,12 +261,7 @@ def test_three_substring_layout_is_identical_to_flat_range_search(monkeypatch, r
     assert neighbours._mih_layout(64, 5000, radius)[0] == [22, 21, 21]
     ref = random_codes(5000, seed=30)
     query = np.concatenate([flipped(ref[:300], 12, seed=31), random_codes(300, seed=32)])
-    flat = hamming_within(ref, query, radius, mode="exact")
-    mih = hamming_within(ref, query, radius, mode="approximate")
-    assert len(flat.query) > 0
-    np.testing.assert_array_equal(mih.query, flat.query)
-    np.testing.assert_array_equal(mih.reference, flat.reference)
-    np.testing.assert_array_equal(mih.score, flat.score)
+    _assert_mih_equals_flat(ref, query, radius)
 
 
 def test_multi_index_layout_follows_reference_size():
