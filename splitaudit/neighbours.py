@@ -274,13 +274,17 @@ def vector_knn_many(
         if len(query) == 0:
             results.append(Neighbours.empty())
             continue
-        out_q, out_r, out_s = [], [], []
-        for start in range(0, len(query), QUERY_BATCH):
-            q = np.ascontiguousarray(query[start:start + QUERY_BATCH], np.float32)
-            sims, idx = index.search(q, k)
-            _keep_pairs(out_q, out_r, out_s, start, sims, idx, min_score)
-        results.append(_concat(out_q, out_r, out_s))
+        results.append(_flat_search(index, query, k, min_score))
     return results
+
+
+def _flat_search(index, query: np.ndarray, k: int, min_score: float) -> Neighbours:
+    """k-NN of ``query`` in a flat FAISS index, in :data:`QUERY_BATCH` batches."""
+    out_q, out_r, out_s = [], [], []
+    for start in range(0, len(query), QUERY_BATCH):
+        sims, idx = index.search(np.ascontiguousarray(query[start:start + QUERY_BATCH], np.float32), k)
+        _keep_pairs(out_q, out_r, out_s, start, sims, idx, min_score)
+    return _concat(out_q, out_r, out_s)
 
 
 def _keep_pairs(out_q: list, out_r: list, out_s: list, start: int, sims: np.ndarray,
@@ -429,12 +433,7 @@ class IvfIndex:
         if len(query) == 0 or k <= 0:
             return Neighbours.empty()
         if self.flat is not None:
-            out_q, out_r, out_s = [], [], []
-            for start in range(0, len(query), QUERY_BATCH):
-                sims, idx = self.flat.search(
-                    np.ascontiguousarray(query[start:start + QUERY_BATCH], np.float32), k)
-                _keep_pairs(out_q, out_r, out_s, start, sims, idx, min_score)
-            return _concat(out_q, out_r, out_s)
+            return _flat_search(self.flat, query, k, min_score)
         shortlist = min(n, max(IVF_SHORTLIST_MIN, IVF_SHORTLIST_FACTOR * k))
         scan = min(n, max(IVF_SCAN_MIN, IVF_SCAN_FACTOR * k, shortlist))
         parts = _map_batches(

@@ -109,15 +109,7 @@ def test_vector_index_choice_switches_at_the_threshold(monkeypatch):
     assert choose_vector_index(1000) == "ivf"
     assert choose_vector_index(10**7, mode="exact") == "flat"
     assert choose_vector_index(10, mode="approximate") == "ivf"
-    built = []
-    real = neighbours.IvfIndex
-
-    class Spy(real):
-        def __init__(self, reference):
-            built.append(len(reference))
-            super().__init__(reference)
-
-    monkeypatch.setattr(neighbours, "IvfIndex", Spy)
+    built = _count_builds(monkeypatch, "IvfIndex")
     ref = clustered_vectors(1000, 32, seed=13)
     vector_knn(ref[:999], ref[:5], 2)
     assert built == []
@@ -147,6 +139,20 @@ def flipped(codes: np.ndarray, max_bits: int, seed: int) -> np.ndarray:
     for row in bits:
         row[rng.choice(64, rng.integers(0, max_bits + 1), replace=False)] ^= 1
     return np.packbits(bits, axis=1)
+
+
+def _count_builds(monkeypatch, name: str) -> list[int]:
+    """Replace ``neighbours.<name>`` by a subclass recording the reference size of each build."""
+    built: list[int] = []
+    real = getattr(neighbours, name)
+
+    class Spy(real):
+        def __init__(self, reference):
+            built.append(len(reference))
+            super().__init__(reference)
+
+    monkeypatch.setattr(neighbours, name, Spy)
+    return built
 
 
 def _assert_mih_equals_flat(ref: np.ndarray, query: np.ndarray, radius: int) -> None:
@@ -182,15 +188,7 @@ def test_hash_index_choice_switches_at_the_threshold(monkeypatch):
     assert choose_hash_index(2000, 64, 10) == "multi-index"
     assert choose_hash_index(10**6, 64, 12) == "flat"  # too wide for an exact multi-index
     assert choose_hash_index(10**6, 72, 10) == "flat"  # not a multiple of 64 bits
-    built = []
-    real = neighbours.MultiIndexHash
-
-    class Spy(real):
-        def __init__(self, reference):
-            built.append(len(reference))
-            super().__init__(reference)
-
-    monkeypatch.setattr(neighbours, "MultiIndexHash", Spy)
+    built = _count_builds(monkeypatch, "MultiIndexHash")
     ref = random_codes(2000, seed=6)
     a = hamming_within(ref[:1999], ref[:50], 10)
     assert built == []
