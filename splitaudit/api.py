@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 
@@ -59,6 +61,38 @@ EXACT_RECHECK_NCC = 0.995
 #: reduction of a PNG of the same pixels differ slightly at 64 px (NCC 0.991 for a star field
 #: in benchmarks/accuracy.py). Two JPEGs of the same pixels decode to the same reduced pixels.
 EXACT_RECHECK_NCC_MIXED = 0.98
+
+
+#: Modules the search and the built-in checks import on first use: about 0.6 s of imports on a
+#: 2-core machine, in the serial part of a scan (faiss, scipy's sparse and statistics modules,
+#: scikit-learn). :class:`_Prefetch` imports them while the decoders run.
+PREFETCH_MODULES = ("faiss", "scipy.sparse", "scipy.ndimage", "scipy.stats", "scipy.spatial.distance",
+                    "sklearn.linear_model", "sklearn.decomposition", "sklearn.model_selection",
+                    "threadpoolctl")
+
+
+class _Prefetch:
+    """Imports :data:`PREFETCH_MODULES` in a background thread, started once decoding runs."""
+
+    def __init__(self) -> None:
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the imports (``extract``'s ``on_start``: after the decoders have forked)."""
+        def run() -> None:
+            for name in PREFETCH_MODULES:
+                try:
+                    importlib.import_module(name)
+                except ImportError:
+                    pass  # the import where the module is used raises it, in its context
+
+        self.thread = threading.Thread(target=run, name="splitaudit-prefetch", daemon=True)
+        self.thread.start()
+
+    def join(self) -> None:
+        """Wait for the imports (never leave one running when the audit returns)."""
+        if self.thread is not None:
+            self.thread.join()
 
 
 def _jpeg_rows(table: FingerprintTable) -> np.ndarray | None:
@@ -392,12 +426,28 @@ def _audit(samples: SampleSet, config: AuditConfig, embedder, cache, notes: list
     ``(matcher or None, cross, within)``).
     """
     order = samples.splits
+    prefetch = _Prefetch()
 
     def fingerprints() -> FingerprintTable:
         if given_table is not None:
             return given_table
         return extract(samples.samples, embedder=embedder, workers=config.workers,
-                       max_pixels=config.max_pixels, progress=progress, cache=cache)
+                       max_pixels=config.max_pixels, progress=progress, cache=cache,
+                       on_start=prefetch.start)
+
+    try:
+        return _audit_stages(samples, config, embedder, cache, notes, timings, t0, progress,
+                             given_table, matched, fingerprints)
+    finally:
+        prefetch.join()
+
+
+def _audit_stages(samples: SampleSet, config: AuditConfig, embedder, cache, notes: list[str],
+                  timings: dict[str, float], t0: float, progress: ProgressFn | None,
+                  given_table: FingerprintTable | None, matched: tuple | None,
+                  fingerprints: Callable[[], FingerprintTable]) -> AuditReport:
+    """The stages of :func:`_audit`: fingerprints (or the cached matches), search, checks."""
+    order = samples.splits
 
     key = _state_key(cache, config, order) if cache is not None else ""
     hit = _cached_matches(samples, cache, key) if cache is not None else None

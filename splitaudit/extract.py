@@ -19,16 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from splitaudit.errors import DecodeError
-from splitaudit.fingerprints.hashes import (
-    DIGEST_BYTES,
-    HASH_BYTES,
-    THUMB_SIZE,
-    as_image,
-    file_digest,
-    fingerprint_image,
-    phash_batch,
-)
-from splitaudit.fingerprints.properties import PROPERTIES_VERSION, PROPERTY_NAMES, image_properties
+from splitaudit.fingerprints.chunk import ChunkFingerprints, fingerprint_chunk
+from splitaudit.fingerprints.hashes import DIGEST_BYTES, HASH_BYTES, THUMB_SIZE, file_digest
+from splitaudit.fingerprints.properties import PROPERTIES_VERSION, PROPERTY_NAMES
 from splitaudit.imaging import _read_file, load_rgb_bytes
 from splitaudit.sources.base import Sample
 
@@ -48,6 +41,10 @@ CNN_MIN_DECODE_SIDE = 128
 #: Images whose shorter side is below this decode at full size, so that their pixel digests
 #: can prove "same pixels" (a PNG and a BMP of one picture); only larger ones are reduced.
 FULL_SIZE_BELOW = 256
+#: Bytes of CNN inputs decoded ahead while the model is still being built (TensorFlow's import
+#: and the weights take seconds; the decoders would otherwise wait): 64 MB is 1,700 images at
+#: the default 112 px.
+EARLY_DECODE_BYTES = 64 << 20
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -101,17 +98,16 @@ class FingerprintTable:
 
 @dataclass
 class _ChunkResult:
-    indices: list[int]
-    rows: list[tuple]  # (file_digest, pixel_digest, phash, phash_flip, thumb, w, h)
-    cnn: np.ndarray | None
+    indices: list[int]  # table rows of the samples that decoded, in the order of ``fp``
+    fp: ChunkFingerprints | None  # None when no sample of the chunk decoded
+    sizes: np.ndarray  # (len(indices), 2) int32: original width and height of each
     errors: list[tuple[int, str, bytes | None]]  # (index, reason, digest of the bytes if read)
-    properties: np.ndarray | None = None  # (len(indices), len(PROPERTY_NAMES)) float32
 
 
 def _work(task: tuple[list[tuple[int, str]], int | None, int, int]) -> _ChunkResult:
     """Decode and fingerprint one chunk of files (runs in a worker process)."""
     items, cnn_size, min_side, max_pixels = task
-    indices, fps, sizes, cnn, errors, props = [], [], [], [], [], []
+    indices, raws, digests, rgbs, infos, reduced, errors = [], [], [], [], [], [], []
     for index, path in items:
         # Same as imaging.read_and_decode, split so that a file that does not decode still
         # gets a content digest (its reason is cached by content like any fingerprint).
@@ -120,29 +116,25 @@ def _work(task: tuple[list[tuple[int, str]], int | None, int, int]) -> _ChunkRes
         except DecodeError as exc:
             errors.append((index, exc.reason, None))
             continue
+        digest = file_digest(raw)
         try:
             rgb, info = load_rgb_bytes(raw, min_side=min_side, max_pixels=max_pixels,
                                        full_size_below=FULL_SIZE_BELOW)
         except DecodeError as exc:
-            errors.append((index, exc.reason, file_digest(raw)))
+            errors.append((index, exc.reason, digest))
             continue
-        reduced = rgb.shape[0] != info.height or rgb.shape[1] != info.width
-        image = as_image(rgb)  # one Pillow image for the hashes and the properties
-        fp = fingerprint_image(raw, rgb, cnn_size=cnn_size, reduced=reduced, image=image)
-        props.append(image_properties(rgb, info, raw, image))  # same pixels: no second decode
         indices.append(index)
-        fps.append(fp)
-        sizes.append((info.width, info.height))
-        if fp.cnn_input is not None:
-            cnn.append(fp.cnn_input)
-    rows = []
-    if fps:
-        thumbs = np.stack([fp.thumb for fp in fps])
-        ph, ph_flip = phash_batch(thumbs)  # one DCT call for the chunk, not two per image
-        rows = [(fp.file_digest, fp.pixel_digest, ph[j].tobytes(), ph_flip[j].tobytes(), thumbs[j], w, h)
-                for j, (fp, (w, h)) in enumerate(zip(fps, sizes))]
-    return _ChunkResult(indices, rows, np.stack(cnn) if cnn else None, errors,
-                        np.stack(props) if props else None)
+        raws.append(raw)
+        digests.append(digest)
+        rgbs.append(rgb)
+        infos.append(info)
+        reduced.append(rgb.shape[0] != info.height or rgb.shape[1] != info.width)
+    fp = None
+    if indices:
+        fp = fingerprint_chunk(raws, rgbs, infos, reduced=reduced, cnn_size=cnn_size,
+                               file_digests=digests)
+    sizes = np.array([(info.width, info.height) for info in infos], np.int32).reshape(-1, 2)
+    return _ChunkResult(indices, fp, sizes, errors)
 
 
 #: Scheduling priority decrease of decoding workers while the CNN runs in the main process.
@@ -188,6 +180,7 @@ def extract(
     max_pixels: int | None = None,
     progress: ProgressFn | None = None,
     cache=None,
+    on_start: Callable[[], None] | None = None,
 ) -> FingerprintTable:
     """Fingerprint every sample (and embed it, when an embedder is given).
 
@@ -210,6 +203,11 @@ def extract(
         only the rest go to the workers, and their results are written back every few hundred
         files (so an interrupted scan resumes). When the cache fails it disables itself (with
         a notice) and the scan starts over without it.
+    on_start : callable or None
+        Called once the decoding processes exist (at once when decoding in-process): the
+        place to start threads that should run beside the decoding, since forking the
+        workers while another thread runs would be unsafe. Not called when no sample needs
+        decoding.
 
     Returns
     -------
@@ -219,13 +217,14 @@ def extract(
         from splitaudit.cache import CacheError
 
         try:
-            return _extract_cached(samples, embedder, workers, max_pixels, progress, cache)
+            return _extract_cached(samples, embedder, workers, max_pixels, progress, cache, on_start)
         except CacheError:
             pass  # the cache has said why and disabled itself; start over without it
     n = len(samples)
     table = FingerprintTable.allocate(n, embedder.dim if embedder is not None else None)
     table.content_keys = [None] * n
-    _fingerprint(samples, list(range(n)), table, embedder, workers, max_pixels, progress, 0, None)
+    _fingerprint(samples, list(range(n)), table, embedder, workers, max_pixels, progress, 0, None,
+                 on_start)
     return table
 
 
@@ -264,6 +263,7 @@ def _fingerprint(
     progress: ProgressFn | None,
     done0: int,
     sink: _Sink | None,
+    on_start: Callable[[], None] | None = None,
 ) -> None:
     """Decode, fingerprint (and embed) the samples at indices ``todo`` into ``table``."""
     from splitaudit.imaging import DEFAULT_MAX_PIXELS
@@ -284,8 +284,12 @@ def _fingerprint(
     done = done0
     keys = table.content_keys
 
+    early = max(embedder.batch_size, EARLY_DECODE_BYTES // (3 * cnn_size ** 2)) if embedder else 0
+
     def flush(force: bool) -> None:
         batch = embedder.batch_size
+        if not force and not getattr(embedder, "ready", True) and len(pending_idx) < early:
+            return  # the model is still being built: keep decoding ahead
         while pending_idx and (force or len(pending_idx) >= batch):
             take = len(pending_idx) if force else batch
             imgs = np.concatenate(pending_img) if len(pending_img) > 1 else pending_img[0]
@@ -303,33 +307,37 @@ def _fingerprint(
             table.errors[index] = reason
             if keys is not None:
                 keys[index] = digest
-        if res.indices:
+        fp = res.fp
+        if fp is not None:
             idx = np.asarray(res.indices)
-            cols = list(zip(*res.rows))
             table.ok[idx] = True
-            table.file_digest[idx] = np.frombuffer(b"".join(cols[0]), np.uint8).reshape(-1, DIGEST_BYTES)
-            table.pixel_digest[idx] = np.frombuffer(b"".join(cols[1]), np.uint8).reshape(-1, DIGEST_BYTES)
-            table.phash[idx] = np.frombuffer(b"".join(cols[2]), np.uint8).reshape(-1, HASH_BYTES)
-            table.phash_flip[idx] = np.frombuffer(b"".join(cols[3]), np.uint8).reshape(-1, HASH_BYTES)
-            table.thumbs[idx] = np.stack(cols[4])
-            table.width[idx] = cols[5]
-            table.height[idx] = cols[6]
-            if res.properties is not None and table.properties is not None:
-                table.properties[idx] = res.properties
+            table.file_digest[idx] = fp.file_digest
+            table.pixel_digest[idx] = fp.pixel_digest
+            table.phash[idx] = fp.phash
+            table.phash_flip[idx] = fp.phash_flip
+            table.thumbs[idx] = fp.thumbs
+            table.width[idx] = res.sizes[:, 0]
+            table.height[idx] = res.sizes[:, 1]
+            if fp.properties is not None and table.properties is not None:
+                table.properties[idx] = fp.properties
             if keys is not None:
-                for index, digest in zip(res.indices, cols[0]):
-                    keys[index] = digest
+                for index, digest in zip(res.indices, fp.file_digest):
+                    keys[index] = digest.tobytes()
         if sink is not None:
             sink.chunk(table, res)
-        if res.indices and res.cnn is not None:
+        if fp is not None and fp.cnn is not None:
             pending_idx.extend(res.indices)
-            pending_img.append(res.cnn)
+            pending_img.append(fp.cnn)
             flush(False)
         done += len(res.indices) + len(res.errors)
         if progress is not None:
             progress("fingerprint", done, n)
 
+    if not tasks:
+        return
     if workers == 0:
+        if on_start is not None:
+            on_start()
         for task in tasks:
             absorb(_work(task))
     else:
@@ -338,6 +346,11 @@ def _fingerprint(
 
         init = (_lower_priority, (CNN_WORKER_NICE,)) if embedder is not None else (None, ())
         with ctx.Pool(workers, initializer=init[0], initargs=init[1]) as pool:
+            start_build = getattr(embedder, "start_build", None)  # optional for an embedder
+            if start_build is not None:
+                start_build()  # after the fork: see Embedder.start_build
+            if on_start is not None:
+                on_start()
             # Keep a few chunks per worker in flight: enough to hide latency, few enough that
             # decoded images never pile up faster than the CNN consumes them.
             window: deque = deque()
@@ -378,12 +391,14 @@ class _CacheSink(_Sink):
             if digest is not None:  # read errors (permissions, ...) are not a property of content
                 self.contents.append(row(digest, False, error=reason))
                 self._file(index, digest)
-        props = res.properties
-        for j, (index, (fd, pd, ph, phf, thumb, w, h)) in enumerate(zip(res.indices, res.rows)):
+        fp = res.fp
+        for j, index in enumerate(res.indices):
+            fd = fp.file_digest[j].tobytes()
             # A chunk made without properties stores none: such rows are fingerprinted again.
-            p = None if props is None else np.ascontiguousarray(props[j], np.float32).tobytes()
-            self.contents.append(row(fd, True, pd, ph, phf, np.ascontiguousarray(thumb).tobytes(), int(w), int(h),
-                                     properties=p))
+            p = None if fp.properties is None else fp.properties[j].tobytes()
+            self.contents.append(row(fd, True, fp.pixel_digest[j].tobytes(), fp.phash[j].tobytes(),
+                                     fp.phash_flip[j].tobytes(), fp.thumbs[j].tobytes(),
+                                     int(res.sizes[j, 0]), int(res.sizes[j, 1]), properties=p))
             self._file(index, fd)
         self.cache.stats.decoded += len(res.indices) + sum(1 for e in res.errors if e[2] is not None)
         self.maybe_commit()
@@ -406,7 +421,8 @@ class _CacheSink(_Sink):
             self.last = time.monotonic()
 
 
-def _extract_cached(samples, embedder, workers, max_pixels, progress, cache) -> FingerprintTable:
+def _extract_cached(samples, embedder, workers, max_pixels, progress, cache,
+                    on_start=None) -> FingerprintTable:
     """:func:`extract` with a cache: fill what is known, fingerprint the rest, write it back."""
     n = len(samples)
     with_emb = embedder is not None
@@ -490,6 +506,7 @@ def _extract_cached(samples, embedder, workers, max_pixels, progress, cache) -> 
         if progress is not None:
             progress("fingerprint", n - len(todo), n)
 
-    _fingerprint(samples, todo, table, embedder, workers, max_pixels, progress, n - len(todo), sink)
+    _fingerprint(samples, todo, table, embedder, workers, max_pixels, progress, n - len(todo), sink,
+                 on_start)
     sink.maybe_commit(force=True)
     return table

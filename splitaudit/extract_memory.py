@@ -2,7 +2,7 @@
 
 The in-memory counterpart of :mod:`splitaudit.extract`: images arrive in chunks from
 :meth:`splitaudit.sources.arrays.SplitInput.chunks`, each chunk is fingerprinted
-(:func:`splitaudit.fingerprints.hashes.fingerprint_image`, the digest taken over the sample's
+(:func:`splitaudit.fingerprints.chunk.fingerprint_chunk`, the digest taken over the sample's
 own array bytes), embedded by the same CNN embedder, and reduced to its fingerprint rows before
 the next chunk is read. At most one chunk of images is held at a time, so a tf.data pipeline
 larger than memory is audited without being materialised.
@@ -12,25 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from splitaudit.extract import FingerprintTable, extract
-from splitaudit.fingerprints.hashes import (
-    DIGEST_BYTES, HASH_BYTES, as_image, fingerprint_image, phash_batch,
-)
+from splitaudit.fingerprints.chunk import ChunkFingerprints, fingerprint_chunk
 from splitaudit.sources.arrays import FILES, IMAGES, TFDATA, ImageChunk, Inputs, SplitInput
 from splitaudit.sources.base import Sample, SampleSet
 
 ProgressFn = Callable[[str, int, int], None]
-
-
-def _properties_fn():
-    """``image_properties`` and the column names it fills."""
-    from splitaudit.fingerprints.properties import PROPERTY_NAMES, image_properties
-
-    return image_properties, PROPERTY_NAMES
 
 
 def _image_info(width: int, height: int, mode: str, size: int):
@@ -50,73 +40,41 @@ class _Columns:
     """Fingerprint rows of one split, appended chunk by chunk."""
 
     def __init__(self) -> None:
-        self.file_digest: list[bytes] = []
-        self.pixel_digest: list[bytes] = []
-        self.phash: list[bytes] = []
-        self.phash_flip: list[bytes] = []
-        self.thumbs: list[np.ndarray] = []
+        self.parts: list[ChunkFingerprints] = []
         self.width: list[int] = []
         self.height: list[int] = []
         self.embeddings: list[np.ndarray] = []
-        self.properties: list[np.ndarray] = []
 
-    def table(self, embedding_dim: int | None, with_properties: bool) -> FingerprintTable:
-        n = len(self.file_digest)
+    def table(self, embedding_dim: int | None) -> FingerprintTable:
+        n = len(self.width)
         t = FingerprintTable.allocate(n, embedding_dim)
         if n:
             t.ok[:] = True
-            t.file_digest[:] = np.frombuffer(b"".join(self.file_digest), np.uint8).reshape(n, DIGEST_BYTES)
-            t.pixel_digest[:] = np.frombuffer(b"".join(self.pixel_digest), np.uint8).reshape(n, DIGEST_BYTES)
-            t.phash[:] = np.frombuffer(b"".join(self.phash), np.uint8).reshape(n, HASH_BYTES)
-            t.phash_flip[:] = np.frombuffer(b"".join(self.phash_flip), np.uint8).reshape(n, HASH_BYTES)
-            t.thumbs[:] = np.stack(self.thumbs)
+            for name in ("file_digest", "pixel_digest", "phash", "phash_flip", "thumbs", "properties"):
+                getattr(t, name)[:] = np.concatenate([getattr(p, name) for p in self.parts])
             t.width[:] = self.width
             t.height[:] = self.height
             if embedding_dim is not None:
                 t.embeddings[:] = np.concatenate(self.embeddings)
-        if with_properties and hasattr(t, "properties"):
-            t.properties = np.stack(self.properties).astype(np.float32) if n else None
-        t.content_keys = [bytes(d) for d in self.file_digest]
+        t.content_keys = [d.tobytes() for d in t.file_digest]
         return t
 
 
-def _fingerprint_chunk(chunk: ImageChunk, cols: _Columns, embedder, props, pool) -> None:
-    cnn_size = embedder.input_size if embedder is not None else None
+def _fingerprint_chunk(chunk: ImageChunk, cols: _Columns, embedder) -> None:
+    from splitaudit.fingerprints.properties import PROPERTY_NAMES
 
-    def one(j: int):
-        rgb = chunk.images[j]
-        image = as_image(rgb)  # one Pillow image for the hashes and the properties
-        fp = fingerprint_image(chunk.raws[j], rgb, cnn_size=cnn_size, image=image)
-        row = None
-        if props is not None:
-            fn, names = props
-            info = _image_info(rgb.shape[1], rgb.shape[0], chunk.modes[j], len(chunk.raws[j]))
-            row = np.asarray(fn(rgb, info, None, image), np.float32)
-            if "file_size" in names:  # an array row has no encoded size: not comparable
-                row = row.copy()
-                row[names.index("file_size")] = np.nan
-        return fp, row
-
-    # Optional threads: Pillow releases the GIL in resizes, but little else here does.
-    results = list(pool.map(one, range(len(chunk.images)))) if pool is not None else \
-        [one(j) for j in range(len(chunk.images))]
-    cnn = []
-    if results:
-        ph, ph_flip = phash_batch(np.stack([fp.thumb for fp, _ in results]))
-        cols.phash.extend(h.tobytes() for h in ph)
-        cols.phash_flip.extend(h.tobytes() for h in ph_flip)
-    for (fp, row), rgb in zip(results, chunk.images):
-        cols.file_digest.append(fp.file_digest)
-        cols.pixel_digest.append(fp.pixel_digest)
-        cols.thumbs.append(fp.thumb)
-        cols.width.append(rgb.shape[1])
-        cols.height.append(rgb.shape[0])
-        if row is not None:
-            cols.properties.append(row)
-        if fp.cnn_input is not None:
-            cnn.append(fp.cnn_input)
-    if embedder is not None and cnn:
-        cols.embeddings.append(embedder.embed(np.stack(cnn)).astype(np.float16))
+    rgbs = chunk.images
+    infos = [_image_info(rgb.shape[1], rgb.shape[0], mode, len(raw))
+             for rgb, mode, raw in zip(rgbs, chunk.modes, chunk.raws)]
+    fp = fingerprint_chunk(chunk.raws, rgbs, infos,
+                           cnn_size=embedder.input_size if embedder is not None else None)
+    # An array has no encoded size: its row must not be compared with files' sizes.
+    fp.properties[:, PROPERTY_NAMES.index("file_size")] = np.nan
+    cols.parts.append(fp)
+    cols.width.extend(rgb.shape[1] for rgb in rgbs)
+    cols.height.extend(rgb.shape[0] for rgb in rgbs)
+    if embedder is not None and fp.cnn is not None:
+        cols.embeddings.append(embedder.embed(fp.cnn).astype(np.float16))
 
 
 def fingerprint_stream(
@@ -127,7 +85,6 @@ def fingerprint_stream(
     done0: int = 0,
     total: int = 0,
     chunk_size: int | None = None,
-    threads: int | None = None,
 ) -> tuple[list[Sample], FingerprintTable]:
     """Fingerprint one in-memory split, chunk by chunk.
 
@@ -144,9 +101,6 @@ def fingerprint_stream(
     chunk_size : int, optional
         Images per chunk (default :data:`splitaudit.sources.arrays.CHUNK`, at least the
         embedder's batch size).
-    threads : int, optional
-        Fingerprinting threads (default 1: on a 2-core machine two threads were no faster,
-        1000 64x64 images in 1.9 s either way; most of the work holds the GIL).
 
     Returns
     -------
@@ -157,25 +111,18 @@ def fingerprint_stream(
     from splitaudit.sources.arrays import CHUNK
 
     size = chunk_size or max(CHUNK, embedder.batch_size if embedder is not None else 0)
-    props = _properties_fn()
     cols = _Columns()
     samples: list[Sample] = []
-    threads = 1 if threads is None else threads
-    pool = ThreadPoolExecutor(threads) if threads > 1 else None
     done = done0
-    try:
-        for chunk in src.chunks(size):
-            _fingerprint_chunk(chunk, cols, embedder, props, pool)
-            for j, label in enumerate(chunk.labels):
-                i = chunk.start + j
-                samples.append(Sample(src.split, f"{src.split}[{i}]", None, label, None, i))
-            done += len(chunk.images)
-            if progress is not None:
-                progress("fingerprint", done, total)
-    finally:
-        if pool is not None:
-            pool.shutdown()
-    table = cols.table(embedder.dim if embedder is not None else None, props is not None)
+    for chunk in src.chunks(size):
+        _fingerprint_chunk(chunk, cols, embedder)
+        for j, label in enumerate(chunk.labels):
+            i = chunk.start + j
+            samples.append(Sample(src.split, f"{src.split}[{i}]", None, label, None, i))
+        done += len(chunk.images)
+        if progress is not None:
+            progress("fingerprint", done, total)
+    table = cols.table(embedder.dim if embedder is not None else None)
     return samples, table
 
 

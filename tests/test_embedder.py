@@ -410,3 +410,23 @@ def test_real_weights_find_jpeg_copies():
     assert same > 0.9
     assert different < 0.6
     assert same - different > 0.4
+
+
+def test_background_build_gives_the_same_embeddings(new_format_file, embedder):
+    e = Embedder(weights=new_format_file, input_size=SIZE, batch_size=4)
+    assert not e.ready
+    e.start_build()
+    e.start_build()  # a second call neither builds twice nor fails
+    x = images(5, seed=3)
+    np.testing.assert_allclose(e.embed(x), embedder.embed(x), atol=1e-6)  # waits for the build
+    assert e.ready and e._builder is None
+
+
+def test_background_build_error_is_raised_by_embed(tmp_path):
+    garbage = tmp_path / "garbage.h5"
+    garbage.write_bytes(b"this is not HDF5" * 10)
+    e = Embedder(weights=garbage, input_size=SIZE)
+    e.start_build()
+    with pytest.raises(InvalidInputError, match=r"must be a MobileNetV2"):
+        e.embed(images(1))  # the build thread's error, in the caller's thread
+    assert not e.ready

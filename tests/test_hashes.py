@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from splitaudit.extract import FULL_SIZE_BELOW, MIN_DECODE_SIDE, _work
-from splitaudit.fingerprints.hashes import THUMB_SIZE, grey_thumbnail, phash_batch
+from splitaudit.fingerprints.hashes import THUMB_SIZE, file_digest, grey_thumbnail, phash_batch
+from splitaudit.fingerprints.properties import image_properties
 from splitaudit.imaging import load_rgb_bytes
 from splitaudit.synth import photo_array
 
@@ -86,12 +87,19 @@ def test_work_chunk_hashes_match_single_images(tmp_path):
     items = list(enumerate(paths)) + [(3, str(tmp_path / "bad.jpg"))]
     res = _work((items, None, MIN_DECODE_SIDE, 10**8))
     assert res.indices == [0, 1, 2] and [e[0] for e in res.errors] == [3]
-    for (index, path), row in zip(items, res.rows):
-        rgb, _ = load_rgb_bytes(open(path, "rb").read(), min_side=MIN_DECODE_SIDE,
-                                full_size_below=FULL_SIZE_BELOW)
+    fp = res.fp
+    # Three shapes in one chunk (64, 96 and 128 px decodes): the batched statistics must
+    # equal those of each image alone.
+    for j, (index, path) in enumerate(items[:3]):
+        raw = open(path, "rb").read()
+        rgb, info = load_rgb_bytes(raw, min_side=MIN_DECODE_SIDE, full_size_below=FULL_SIZE_BELOW)
         thumb = grey_thumbnail(Image.fromarray(rgb))
-        assert row[2] == _imagehash_bytes(thumb)
-        assert (row[4] == np.asarray(thumb)).all()
+        assert fp.phash[j].tobytes() == _imagehash_bytes(thumb)
+        assert (fp.thumbs[j] == np.asarray(thumb)).all()
+        assert fp.file_digest[j].tobytes() == file_digest(raw)
+        assert np.array_equal(fp.properties[j], image_properties(rgb, info, raw), equal_nan=True)
+        assert tuple(res.sizes[j]) == (info.width, info.height)
+    assert len({fp.properties[j].tobytes() for j in range(3)}) == 3
 
 
 def test_decode_side_keeps_128_px_for_the_cnn():

@@ -692,3 +692,88 @@ def test_pathlike_and_str_equivalent(tmp_path):
 def test_encode_helper_matches_file(tmp_path):
     img = noise_image()
     assert write_image(tmp_path, "x.png", img, "PNG").read_bytes() == encode(img, "PNG")
+
+
+# --------------------------------------------------------------------------------------
+# plain JPEGs decoded through simplejpeg: the same result as Pillow's path
+
+
+def _gradient(width: int, height: int, seed: int) -> np.ndarray:
+    """A photo-like picture: smooth gradients plus noise (pure noise hides upsampling errors)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 255 // max(width - 1, 1), y * 255 // max(height - 1, 1), (x + y) * 7 % 256], -1)
+    return np.clip(base + rng.integers(-30, 30, base.shape), 0, 255).astype(np.uint8)
+
+
+def _jpeg(width: int, height: int, seed: int = 0, mode: str = "RGB", **save) -> bytes:
+    buf = __import__("io").BytesIO()
+    Image.fromarray(_gradient(width, height, seed)).convert(mode).save(buf, "JPEG", **save)
+    return buf.getvalue()
+
+
+def _pillow_decode(data: bytes, min_side: int, full_size_below: int):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return imaging._decode(data, min_side, DEFAULT_MAX_PIXELS, full_size_below)
+
+
+@pytest.mark.parametrize("size", [(32, 32), (33, 17), (256, 256), (201, 513), (640, 480), (4000, 300)])
+@pytest.mark.parametrize("variant", [
+    {"quality": 90},
+    {"quality": 35, "subsampling": 0},
+    {"quality": 75, "subsampling": 1, "progressive": True},
+    {"quality": 80, "mode": "L"},
+    {"qtables": "web_high"},
+])
+def test_plain_jpeg_fast_path_matches_pillow(size, variant):
+    data = _jpeg(*size, seed=size[0], **variant)
+    for min_side, full_below in ((32, 0), (64, 256), (128, 256), (256, 0)):
+        fast = imaging._decode_plain_jpeg(data, min_side, DEFAULT_MAX_PIXELS, full_below)
+        assert fast is not None  # a plain JPEG never falls back
+        rgb, info = fast
+        ref_rgb, ref_info = _pillow_decode(data, min_side, full_below)
+        assert np.array_equal(rgb, ref_rgb), (min_side, full_below)
+        assert info == ref_info  # size, mode, format, frames, file size, quantization table
+        assert not rgb.flags.writeable and rgb.flags.c_contiguous
+        assert rgb.shape[2] == 3
+
+
+def test_jpeg_with_exif_or_mpo_or_cmyk_is_left_to_pillow(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = __import__("io").BytesIO()
+    Image.fromarray(_gradient(64, 48, 1)).save(buf, "JPEG", exif=exif.tobytes())
+    assert imaging._plain_jpeg_header(buf.getvalue())[0] is False
+    rgb, info = load_rgb_bytes(buf.getvalue())
+    assert rgb.shape == (64, 48, 3) and (info.width, info.height) == (48, 64)  # rotated by Pillow
+    cmyk = _jpeg(40, 30, mode="CMYK")
+    assert imaging._decode_plain_jpeg(cmyk, 64, DEFAULT_MAX_PIXELS, 0) is None
+    assert load_rgb_bytes(cmyk)[1].mode == "CMYK"
+
+
+def test_broken_jpegs_keep_pillows_reasons():
+    data = _jpeg(256, 256, quality=90)
+    assert imaging._decode_plain_jpeg(data[: len(data) // 2], 64, DEFAULT_MAX_PIXELS, 0) is None
+    with pytest.raises(DecodeError, match="truncated image data"):
+        load_rgb_bytes(data[: len(data) // 2])
+    garbled = data[:600] + bytes(200) + data[800:]
+    try:
+        rgb, _ = load_rgb_bytes(garbled, min_side=64)
+    except DecodeError as exc:  # whatever Pillow makes of it, never another exception
+        assert exc.reason.startswith(("corrupt image data", "truncated image data"))
+    else:
+        assert rgb.shape == (64, 64, 3)
+
+
+def test_jpeg_decompression_bomb_from_header(tmp_path):
+    data = bytearray(_jpeg(64, 48))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = (8000).to_bytes(2, "big") + (10000).to_bytes(2, "big")  # height, width
+    # Our limit, checked on the header alone, with the Pillow path's message.
+    with pytest.raises(DecodeError, match="decompression bomb: 10000x8000 pixels exceeds the limit of 1000000"):
+        load_rgb_bytes(bytes(data), max_pixels=1_000_000)
+    # Beyond Pillow's own limit, Pillow's message, as before.
+    data[sof + 5:sof + 9] = (20000).to_bytes(2, "big") + (30000).to_bytes(2, "big")
+    with pytest.raises(DecodeError, match="decompression bomb: 600000000 pixels"):
+        load_rgb_bytes(bytes(data), max_pixels=None)

@@ -274,6 +274,8 @@ class Embedder:
         self._model: Any = None
         self._forward: Any = None
         self._lock = threading.Lock()
+        self._builder: threading.Thread | None = None
+        self._build_error: BaseException | None = None
 
     def __repr__(self) -> str:
         return (
@@ -343,9 +345,43 @@ class Embedder:
             out[start : start + len(batch)] = forward(batch).numpy()
         return out
 
+    @property
+    def ready(self) -> bool:
+        """True once the model is built (embed() no longer waits for TensorFlow)."""
+        return self._forward is not None
+
+    def start_build(self) -> None:
+        """Build the model in a background thread; :meth:`embed` waits for it.
+
+        Importing TensorFlow, building MobileNetV2 and loading its weights take seconds of
+        mostly single-threaded work; a scan starts this once its decoding processes exist
+        (forking after TensorFlow's threads start would be unsafe), so that decoding goes on
+        meanwhile. An error of the build is raised by the next :meth:`embed`.
+        """
+        with self._lock:
+            if self._forward is not None or self._builder is not None:
+                return
+
+            def build() -> None:
+                try:
+                    self._get_forward()
+                except BaseException as exc:  # handed to the caller's thread by _get_forward
+                    self._build_error = exc
+
+            self._builder = threading.Thread(target=build, name="splitaudit-cnn-build", daemon=True)
+            self._builder.start()
+
     # -- model ---------------------------------------------------------------------------
 
     def _get_forward(self) -> Any:
+        builder = self._builder
+        if builder is not None and builder is not threading.current_thread():
+            builder.join()
+            with self._lock:
+                self._builder = None
+                error, self._build_error = self._build_error, None
+            if error is not None:
+                raise error
         with self._lock:  # one build even when several threads embed at once
             if self._forward is None:
                 self._build()

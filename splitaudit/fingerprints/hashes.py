@@ -1,7 +1,7 @@
 """Per-image fingerprints: digests, perceptual hashes and the grey thumbnail used for matching.
 
-Everything here is pure: it takes bytes and decoded pixels and returns arrays. The caller
-(``splitaudit.extract``) reads files and runs this in worker processes.
+Everything here is pure: it takes bytes and decoded pixels and returns arrays.
+:func:`splitaudit.fingerprints.chunk.fingerprint_chunk` applies it to a worker's chunk of images.
 
 The perceptual hash is imagehash's pHash (``imagehash.phash(image, 8, 4)``), bit for bit; it is
 computed by :func:`phash_batch` on a whole chunk of thumbnails at once, with the same scipy DCT
@@ -12,7 +12,6 @@ decoding a 256 px JPEG, and a scan needs two per image (the mirror too).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -24,29 +23,6 @@ THUMB_SIZE = 32
 HASH_BYTES = 8
 #: Bytes of a content digest (BLAKE2b-128: collisions are not a practical concern).
 DIGEST_BYTES = 16
-
-
-@dataclass(frozen=True)
-class ImageFingerprint:
-    """Fingerprints of one decoded image.
-
-    Attributes
-    ----------
-    file_digest : bytes
-        BLAKE2b-128 of the file bytes: equal for byte-identical files.
-    pixel_digest : bytes
-        BLAKE2b-128 of the decoded RGB pixels and their shape: equal for the same picture
-        stored in different lossless encodings (PNG, BMP, TIFF, ...).
-    thumb : numpy.ndarray
-        (THUMB_SIZE, THUMB_SIZE) uint8 grey thumbnail of the whole image (aspect ignored).
-    cnn_input : numpy.ndarray or None
-        (S, S, 3) uint8 RGB image for the CNN, when one was asked for.
-    """
-
-    file_digest: bytes
-    pixel_digest: bytes
-    thumb: np.ndarray
-    cnn_input: np.ndarray | None
 
 
 def file_digest(data: bytes) -> bytes:
@@ -66,11 +42,11 @@ def grey_thumbnail(image: Image.Image) -> Image.Image:
     """The 32x32 grey thumbnail, made the way imagehash's pHash makes its input.
 
     ``reducing_gap`` lets Pillow shrink large images in integer steps first: same result to
-    within a grey level, several times faster on 1-megapixel inputs.
+    within a grey level, several times faster on 1-megapixel inputs. A grey (``L``) image is
+    used as it is.
     """
-    return image.convert("L").resize(
-        (THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS, reducing_gap=3.0
-    )
+    grey = image if image.mode == "L" else image.convert("L")
+    return grey.resize((THUMB_SIZE, THUMB_SIZE), Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
 def phash_batch(thumbs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -99,10 +75,14 @@ def phash_batch(thumbs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if thumbs.ndim != 3 or thumbs.shape[1:] != (THUMB_SIZE, THUMB_SIZE):
         raise ValueError(f"thumbs must have shape (N, {THUMB_SIZE}, {THUMB_SIZE}); got {thumbs.shape}")
     n = len(thumbs)
+    # Only the top-left 8x8 block is kept: the column DCT is needed for 8 rows only, and a
+    # mirror image's column DCT is the same columns in reverse order (each column is
+    # transformed on its own), so one column pass serves both orientations. Same numbers,
+    # a third of the work (0.016 -> 0.006 ms per image).
+    columns = scipy.fftpack.dct(thumbs, axis=1)[:, :8, :]
     out = []
-    for pixels in (thumbs, thumbs[:, :, ::-1]):
-        dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=1), axis=2)
-        low = dct[:, :8, :8].reshape(n, 64)
+    for rows in (columns, columns[:, :, ::-1]):
+        low = scipy.fftpack.dct(rows, axis=2)[:, :, :8].reshape(n, 64)
         bits = low > np.median(low, axis=1, keepdims=True)
         out.append(np.packbits(bits, axis=1))
     return out[0], out[1]
@@ -111,45 +91,3 @@ def phash_batch(thumbs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def as_image(rgb: np.ndarray) -> Image.Image:
     """``rgb`` as a Pillow image, made once per sample and shared by every fingerprint."""
     return Image.fromarray(rgb, mode="RGB") if rgb.ndim == 3 else Image.fromarray(rgb)
-
-
-def fingerprint_image(
-    raw: bytes, rgb: np.ndarray, *, cnn_size: int | None = None, reduced: bool = False,
-    image: Image.Image | None = None,
-) -> ImageFingerprint:
-    """Compute the per-image fingerprints of one image (the pHashes: :func:`phash_batch`).
-
-    Parameters
-    ----------
-    raw : bytes
-        The file's bytes (for the content digest).
-    rgb : numpy.ndarray
-        (H, W, 3) uint8 decoded pixels.
-    cnn_size : int or None
-        When given, also return the image resized to (cnn_size, cnn_size) for the CNN.
-    reduced : bool
-        True when ``rgb`` was decoded at reduced size (JPEG draft mode): its pixels then say
-        nothing about the full-size pixels, so the pixel digest is derived from the file digest
-        instead (such an image is an exact match only of byte-identical files).
-    image : PIL.Image.Image, optional
-        ``rgb`` as a Pillow image, when the caller already has one (see :func:`as_image`).
-
-    Returns
-    -------
-    ImageFingerprint
-    """
-    image = as_image(rgb) if image is None else image
-    thumb = grey_thumbnail(image)
-    cnn_input = None
-    if cnn_size is not None:
-        cnn_input = np.asarray(
-            image.resize((cnn_size, cnn_size), Image.Resampling.BILINEAR, reducing_gap=2.0)
-        )
-    fdig = file_digest(raw)
-    pdig = file_digest(b"reduced:" + fdig) if reduced else pixel_digest(rgb)
-    return ImageFingerprint(
-        file_digest=fdig,
-        pixel_digest=pdig,
-        thumb=np.asarray(thumb, dtype=np.uint8),
-        cnn_input=cnn_input,
-    )

@@ -36,6 +36,7 @@ __all__ = [
     "image_properties",
     "nan_properties",
     "properties_from_bytes",
+    "properties_many",
     "table_properties",
 ]
 
@@ -72,7 +73,7 @@ PROPERTIES_VERSION = 1
 SHARPNESS_SIDE = 64
 #: Longest side of that image, as a multiple of the shorter one (caps the cost of panoramas).
 _MAX_ASPECT = 4
-# Smallest shorter side saturation is averaged at (see _pixel_stats).
+# Smallest shorter side saturation is averaged at (see _pixel_stats_many).
 _SATURATION_SIDE = 32
 
 # 1 / v for v in 0..255 (0 for 0: a black pixel has saturation 0), for HSV saturation.
@@ -218,23 +219,61 @@ def image_properties(
     numpy.ndarray
         float32, shape ``(len(PROPERTY_NAMES),)``; NaN where a property does not apply.
     """
-    width, height = int(info.width), int(info.height)
-    table = getattr(info, "quantization", None)
-    if table is None and raw is not None and info.format in ("JPEG", "MPO"):
-        table = _luma_table_from_bytes(raw)
-    # One list, one conversion: cheaper than assigning 13 numpy elements one by one.
-    return np.array([
-        width,
-        height,
-        width / height if height > 0 else np.nan,
-        *_pixel_stats(rgb, image),
-        channels_of_mode(info.mode),
-        category_code("mode", info.mode),
-        category_code("format", info.format),
-        estimate_jpeg_quality(table),
-        info.file_size,
-        info.n_frames,
-    ], np.float32)
+    return properties_many([rgb], [info], raws=[raw], images=[image])[0]
+
+
+def properties_many(
+    rgbs: Sequence[np.ndarray],
+    infos: Sequence[ImageInfo],
+    *,
+    raws: Sequence[bytes | None] | None = None,
+    images: Sequence[Image.Image | None] | None = None,
+    greys: Sequence[Image.Image | None] | None = None,
+) -> np.ndarray:
+    """:func:`image_properties` of many images at once (a worker's chunk).
+
+    The Pillow steps run per image; the arithmetic runs once per group of images whose
+    working arrays have the same shape (every image of a uniform dataset), which is what
+    made it cost 0.08 ms per image one by one.
+
+    Parameters
+    ----------
+    rgbs, infos, raws, images
+        Per image, as the arguments of :func:`image_properties`.
+    greys : sequence of PIL.Image.Image or None, optional
+        ``images[i].convert("L")`` where the caller made it already (for the thumbnail).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, shape ``(len(rgbs), len(PROPERTY_NAMES))``.
+    """
+    n = len(rgbs)
+    raws = raws if raws is not None else [None] * n
+    images = images if images is not None else [None] * n
+    greys = greys if greys is not None else [None] * n
+    out = np.empty((n, len(PROPERTY_NAMES)), np.float32)
+    if n == 0:
+        return out
+    stats = _pixel_stats_many(rgbs, images, greys)
+    for i, info in enumerate(infos):
+        width, height = int(info.width), int(info.height)
+        table = getattr(info, "quantization", None)
+        if table is None and raws[i] is not None and info.format in ("JPEG", "MPO"):
+            table = _luma_table_from_bytes(raws[i])
+        out[i] = (
+            width,
+            height,
+            width / height if height > 0 else np.nan,
+            *stats[i],
+            channels_of_mode(info.mode),
+            category_code("mode", info.mode),
+            category_code("format", info.format),
+            estimate_jpeg_quality(table),
+            info.file_size,
+            info.n_frames,
+        )
+    return out
 
 
 def properties_from_bytes(data: bytes, *, min_side: int = 128, full_size_below: int = 0) -> np.ndarray:
@@ -276,50 +315,78 @@ def _fixed_size(width: int, height: int) -> tuple[int, int]:
     return side, min(cap, max(side, round(side * height / width)))
 
 
-def _pixel_stats(rgb: np.ndarray, image: Image.Image | None) -> list[float]:
-    """[brightness, contrast, saturation, sharpness] of a decoded image.
+def _pixel_stats_many(
+    rgbs: Sequence[np.ndarray],
+    images: Sequence[Image.Image | None],
+    greys: Sequence[Image.Image | None],
+) -> list[list[float]]:
+    """[brightness, contrast, saturation, sharpness] of each decoded image.
 
     Luma statistics and sharpness are measured on a grey image of the fixed size
     :func:`_fixed_size`; saturation, whose mean barely depends on resolution, on the colour
     image box-reduced by an integer factor to a shorter side of 32 to 63 pixels (exact
     resizing of three channels, or per-pixel arithmetic at full size, would cost more than
-    everything else here).
+    everything else here). The Pillow reductions run per image, the arithmetic on stacks
+    of equal shape (the same numbers as one by one: per-row reductions in the same order).
     """
-    h, w = rgb.shape[:2]
-    size = _fixed_size(w, h)
-    base = Image.fromarray(np.ascontiguousarray(rgb)) if image is None else image
-    factor = min(w // size[0], h // size[1])
-    # Integer box averaging (reduce) is far cheaper than a resize.
-    small = base.reduce(factor) if factor >= 2 else base
-    # HSV saturation (max - min) / max per pixel, from the channels (cheaper than HSV).
-    side = min(small.size)
-    colour = small.reduce(side // _SATURATION_SIDE) if side >= 2 * _SATURATION_SIDE else small
-    arr = np.asarray(rgb) if colour is base else np.asarray(colour)  # the array: no copy
-    r, g, b = arr[..., 0], arr[..., 1], arr[..., 2]
-    top = np.maximum(np.maximum(r, g), b)
-    saturation = float(((top - np.minimum(np.minimum(r, g), b)) * _RECIPROCAL[top]).mean())
-    # Luma as Pillow's convert("L") computes it (ITU-R 601-2).
-    grey = small.convert("L")
-    if grey.size != size:
-        # BOX when shrinking (area average); BILINEAR when a small image is enlarged, so its
-        # lack of detail reads as blur rather than as blocky edges.
-        shrink = grey.width >= size[0] and grey.height >= size[1]
-        grey = grey.resize(size, Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR)
-    # Integers held in float64: their sums and dot products are exact whatever the
-    # summation order, so the values do not depend on the BLAS or the CPU.
-    luma = np.asarray(grey, np.float64)
-    lap = (luma[1:-1, :-2] + luma[1:-1, 2:]) + (luma[:-2, 1:-1] + luma[2:, 1:-1]) - 4 * luma[1:-1, 1:-1]
-    mean, var = _mean_var(luma.ravel())
-    _, lap_var = _mean_var(lap.ravel())
-    return [mean / 255, var ** 0.5 / 255, saturation, lap_var / 255**2]
+    colours, lumas = [], []
+    for rgb, image, grey in zip(rgbs, images, greys):
+        h, w = rgb.shape[:2]
+        size = _fixed_size(w, h)
+        base = Image.fromarray(np.ascontiguousarray(rgb)) if image is None else image
+        factor = min(w // size[0], h // size[1])
+        # Integer box averaging (reduce) is far cheaper than a resize.
+        small = base.reduce(factor) if factor >= 2 else base
+        side = min(small.size)
+        colour = small.reduce(side // _SATURATION_SIDE) if side >= 2 * _SATURATION_SIDE else small
+        colours.append(np.asarray(rgb) if colour is base else np.asarray(colour))  # no copy
+        # Luma as Pillow's convert("L") computes it (ITU-R 601-2).
+        if small is not base or grey is None:
+            grey = small.convert("L")
+        if grey.size != size:
+            # BOX when shrinking (area average); BILINEAR when a small image is enlarged, so
+            # its lack of detail reads as blur rather than as blocky edges.
+            shrink = grey.width >= size[0] and grey.height >= size[1]
+            grey = grey.resize(size, Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR)
+        lumas.append(np.asarray(grey))
+    out = [[0.0] * 4 for _ in rgbs]
+    for rows in _same_shape(colours):
+        arr = np.stack([colours[i] for i in rows]).reshape(len(rows), -1, 3)
+        # HSV saturation (max - min) / max per pixel, from the channels (cheaper than HSV).
+        r, g, b = arr[..., 0], arr[..., 1], arr[..., 2]
+        top = np.maximum(np.maximum(r, g), b)
+        saturation = ((top - np.minimum(np.minimum(r, g), b)) * _RECIPROCAL[top]).mean(axis=1)
+        for i, v in zip(rows, saturation.tolist()):
+            out[i][2] = v
+    for rows in _same_shape(lumas):
+        # Integer arithmetic (the Laplacian lies in [-1020, 1020]): sums are exact whatever
+        # the order, so the values do not depend on the CPU or the batch, and cost a third of
+        # the same exact sums in float64.
+        luma = np.stack([lumas[i] for i in rows]).astype(np.int16)
+        lap = ((luma[:, 1:-1, :-2] + luma[:, 1:-1, 2:]) + (luma[:, :-2, 1:-1] + luma[:, 2:, 1:-1])
+               - 4 * luma[:, 1:-1, 1:-1])
+        mean, var = _mean_var(luma.reshape(len(rows), -1))
+        _, lap_var = _mean_var(lap.reshape(len(rows), -1))
+        for i, m, v, lv in zip(rows, mean.tolist(), var.tolist(), lap_var.tolist()):
+            out[i][0], out[i][1], out[i][3] = m / 255, v ** 0.5 / 255, lv / 255**2
+    return out
 
 
-def _mean_var(x: np.ndarray) -> tuple[float, float]:
-    """Mean and (population) variance of a float64 vector of integers, exactly summed."""
-    n = x.size
-    total, squares = float(x.sum()), float(np.dot(x, x))
+def _same_shape(arrays: Sequence[np.ndarray]) -> list[list[int]]:
+    """Indices of ``arrays`` grouped by shape."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, a in enumerate(arrays):
+        groups.setdefault(a.shape, []).append(i)
+    return list(groups.values())
+
+
+def _mean_var(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (population) variance of each row of small integers, exactly summed."""
+    n = x.shape[1]
+    total = x.sum(axis=1, dtype=np.int64).astype(np.float64)
+    squares = np.square(x, dtype=np.int32).sum(axis=1, dtype=np.int64).astype(np.float64)
     mean = total / n
-    return mean, max(0.0, (squares - total * mean) / n)
+    return mean, np.maximum(0.0, (squares - total * mean) / n)
 
 
 def _luma_table_from_bytes(data: bytes) -> list[int] | None:
