@@ -258,3 +258,16 @@ def test_embeddings_shift_found_with_array_indices_as_evidence():
     p = REGISTRY["property_drift"]().run(ctx)
     assert p.status == "skipped" and "No per-image properties" in p.summary
     json.dumps({c: REGISTRY[c]().run(ctx).to_dict() for c in SHIFT_IDS}, allow_nan=False)
+
+
+def test_hash_only_features_are_the_exact_8x8_means_of_the_thumbnails():
+    from splitaudit.checks.shift import _embedding_pcs
+
+    rng = np.random.default_rng(31)
+    ctx = _array_context(rng.normal(size=(50, 8)), np.zeros(50), 40)
+    ctx.table.embeddings = None
+    ctx.table.thumbs = rng.integers(0, 256, (50, 32, 32), dtype=np.uint8)
+    feats, source = _embedding_pcs(ctx, ShiftConfig())
+    expected = ctx.table.thumbs.astype(np.float32).reshape(50, 8, 4, 8, 4).mean(axis=(2, 4))
+    np.testing.assert_array_equal(feats, expected.reshape(50, 64))
+    assert feats.dtype == np.float32 and "hash-only" in source

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
+from scipy.stats import kstest
 
 from splitaudit import stats
 from splitaudit.errors import InvalidInputError
@@ -49,6 +52,47 @@ def test_domain_auc_null_false_positive_rate():
     p = [stats.domain_auc(rng.normal(size=(120, 5)), rng.normal(size=(60, 5)), seed=i).p_value
          for i in range(100)]
     assert np.mean(np.asarray(p) < 0.05) < 0.1
+
+
+def test_domain_auc_newton_fit_matches_a_converged_lbfgs_fit(monkeypatch):
+    """The Newton solver minimises the objective lbfgs did: on the same folds, lbfgs run to a
+    tight tolerance gives the same held-out AUC and p-value."""
+    import sklearn.linear_model
+
+    rng = np.random.default_rng(8)
+    a = rng.normal(size=(1500, 40))
+    b = rng.normal(size=(700, 40))
+    b[:, :3] += 0.15  # a small planted shift
+    newton = stats.domain_auc(a, b, seed=3)
+    lbfgs_class = sklearn.linear_model.LogisticRegression
+
+    def converged_lbfgs(**kwargs):
+        return lbfgs_class(**{**kwargs, "solver": "lbfgs", "tol": 1e-10, "max_iter": 10_000})
+
+    monkeypatch.setattr(sklearn.linear_model, "LogisticRegression", converged_lbfgs)
+    reference = stats.domain_auc(a, b, seed=3)
+    assert newton.p_value < 1e-3
+    np.testing.assert_allclose(newton.fold_aucs, reference.fold_aucs, atol=1e-6)
+    assert newton.p_value == pytest.approx(reference.p_value, rel=1e-4)
+
+
+def test_domain_auc_separable_splits_fit_without_warnings():
+    rng = np.random.default_rng(9)
+    a, b = rng.normal(size=(300, 20)), rng.normal(size=(150, 20))
+    b[:, 0] += 50.0  # perfectly separable: the L2 penalty still bounds the optimum
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = stats.domain_auc(a, b, seed=0)
+    assert res.auc == 1.0 and res.p_value < 1e-20
+
+
+def test_domain_auc_null_p_values_are_uniform_with_many_features():
+    # The scan gives the classifier ~75 standardized columns: p stays uniform under the null.
+    rng = np.random.default_rng(10)
+    p = [stats.domain_auc(rng.normal(size=(300, 75)), rng.normal(size=(150, 75)), seed=i).p_value
+         for i in range(60)]
+    assert kstest(p, "uniform").pvalue > 0.01
+    assert np.mean(np.asarray(p) < 0.05) < 0.15
 
 
 def test_domain_auc_rejects_bad_input():
@@ -283,3 +327,26 @@ def test_reduce_features_keeps_narrow_blocks_and_reduces_wide_ones():
                               n_components=16)
     assert x.shape == (300, 19) and x.dtype == np.float32
     np.testing.assert_allclose(x.mean(axis=0), 0, atol=1e-4)
+
+
+def test_knn_searches_several_query_sets_in_one_index_exactly():
+    rng = np.random.default_rng(18)
+    ref = rng.normal(size=(500, 12))
+    queries = [rng.normal(size=(70, 12)), rng.normal(size=(40, 12))]
+    for q, (dist, idx) in zip(queries, stats._knn(ref, queries, 5)):
+        brute = np.linalg.norm(q[:, None, :] - ref[None, :, :], axis=2)
+        np.testing.assert_array_equal(idx, np.argsort(brute, axis=1)[:, :5])
+        np.testing.assert_allclose(dist, np.sort(brute, axis=1)[:, :5], rtol=1e-4, atol=1e-4)
+
+
+def test_single_threaded_limits_blas_and_openmp_inside_the_block_only():
+    from threadpoolctl import threadpool_info
+
+    def threads() -> dict[str, int]:
+        return {i["filepath"]: i["num_threads"] for i in threadpool_info()}
+
+    np.ones((4, 4)) @ np.ones((4, 4))  # numpy's BLAS is loaded
+    before = threads()
+    with stats.single_threaded():
+        assert set(threads().values()) == {1}
+    assert threads() == before
