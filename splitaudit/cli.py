@@ -6,9 +6,13 @@ Exit codes: 0 no leak passes the fail threshold, 1 a leak does, 2 usage or input
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
+import re
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 
 from splitaudit._version import __version__
 
@@ -217,6 +221,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: TensorFlow's native log lines: absl's prefix (severity letter I/W/E/F, date, time, thread,
+#: file:line]; before absl's initialisation the time is 00:00:<epoch seconds>) and absl's
+#: notice that logging started before its initialisation.
+_NATIVE_LOG = re.compile(rb"^([IWEF])\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^\]\s]+\] ")
+_ABSL_NOTICE = b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+
+
+@contextlib.contextmanager
+def _tensorflow_stderr() -> Iterator[None]:
+    """Hold TensorFlow's native start-up lines to ``TF_CPP_MIN_LOG_LEVEL`` (the CLI owns stderr).
+
+    absl prints every line logged before its initialisation whatever the level says (TF 2.21:
+    the oneDNN and CUDA notices, twice per scan, and absl's notice about it). Meanwhile file
+    descriptor 2 is a pipe whose lines are forwarded unless they are such log lines below the
+    level; Python's ``sys.stderr`` (progress, notices, errors) writes to the real stderr
+    directly, so nothing of ours waits on the filter.
+    """
+    level = {"1": 1, "2": 2, "3": 3}.get(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "").strip(), 0)
+    if level == 0 or os.name != "posix":
+        yield
+        return
+    dropped = b"IWEF"[:level]
+    sys.stderr.flush()
+    real = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    python_stderr = sys.stderr
+    sys.stderr = io.TextIOWrapper(io.FileIO(real, "w", closefd=False), encoding=python_stderr.encoding,
+                                  errors=python_stderr.errors, line_buffering=True)
+
+    def forward() -> None:
+        with open(read_end, "rb", buffering=0) as pipe:
+            for line in iter(pipe.readline, b""):
+                match = _NATIVE_LOG.match(line)
+                if (match and match[1] in dropped) or line.rstrip(b"\r\n") == _ABSL_NOTICE:
+                    continue
+                os.write(real, line)
+
+    pump = threading.Thread(target=forward, name="splitaudit-stderr", daemon=True)
+    pump.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stderr = python_stderr
+        os.dup2(real, 2)  # closes our write end: the pump sees the end of the pipe
+        pump.join(timeout=5.0)  # a child process still holding the pipe must not hang us
+        os.close(real)
+
+
 class _Progress:
     """Progress bars on stderr, only when stderr is a terminal."""
 
@@ -343,12 +398,14 @@ class _Settings:
 
         if samples is None:
             samples = discover(self.dataset, splits=self.splits, manifest=self.manifest)
-        progress = _Progress(not args.quiet)
-        notice = None if args.quiet else (lambda text: print(f"splitaudit: {text}", file=sys.stderr))
-        try:
-            return audit_samples(samples, self.config, progress=progress, notice=notice)
-        finally:
-            progress.close()
+        quiet = _tensorflow_stderr() if self.config.embeddings else contextlib.nullcontext()
+        with quiet:
+            progress = _Progress(not args.quiet)
+            notice = None if args.quiet else (lambda text: print(f"splitaudit: {text}", file=sys.stderr))
+            try:
+                return audit_samples(samples, self.config, progress=progress, notice=notice)
+            finally:
+                progress.close()
 
     def baseline_path(self, flag: str | None, samples) -> str:
         """Baseline file: the flag, the config key, next to the config file, else in the dataset."""
@@ -514,8 +571,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's chatter off stderr
     from splitaudit.diagnosis import explain
 
-    result = explain(history, model=args.model, report=args.report, data=args.data,
-                     max_samples=args.samples, batch_size=args.batch_size)
+    with _tensorflow_stderr() if args.model or args.data else contextlib.nullcontext():
+        result = explain(history, model=args.model, report=args.report, data=args.data,
+                         max_samples=args.samples, batch_size=args.batch_size)
     if args.plot:
         result.plot(args.plot)
     if args.format == "json":

@@ -158,3 +158,35 @@ def test_manifest_and_explicit_splits(leaky_dataset, tmp_path):
     assert doc["layout"] == "manifest"
     got = {(p["reference"]["path"], p["query"]["path"]) for p in doc["cross_split_duplicates"]}
     assert all((p.reference, p.query) in got for p in planted)
+
+
+def test_tensorflow_native_lines_are_held_to_the_log_level(capfd, monkeypatch):
+    import os
+
+    from splitaudit import cli
+
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    with cli._tensorflow_stderr():
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
+        os.write(2, b"I0000 00:00:1796540224.117571   12942 port.cc:153] oneDNN custom operations are on.\n")
+        os.write(2, b"W0000 00:00:1796540224.117994   12942 stub.cc:31] a native warning\n")
+        os.write(2, b"E0000 00:00:1796540224.117994   12942 stub.cc:31] a native error\n")
+        os.write(2, b"Traceback (most recent call last): from a child process\n")
+        print("splitaudit: a notice", file=sys.stderr)
+    err = capfd.readouterr().err
+    assert "absl" not in err and "oneDNN" not in err and "a native warning" not in err
+    assert "a native error" in err and "from a child process" in err and "splitaudit: a notice" in err
+    # Level 0 (the user wants to see everything): nothing is filtered.
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+    with cli._tensorflow_stderr():
+        os.write(2, b"I0000 00:00:1796540224.117571   12942 port.cc:153] oneDNN custom operations are on.\n")
+    assert "oneDNN" in capfd.readouterr().err
+
+
+def test_cnn_scan_keeps_tensorflow_chatter_off_stderr(leaky_dataset, random_weights, tmp_path):
+    root, _ = leaky_dataset
+    proc = run("scan", str(root), "--weights", str(random_weights), "--require-embeddings",
+               "--format", "json", "-o", str(tmp_path / "r.json"), "--fail-on", "never", "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["settings"]["embedder"]
+    assert "I0000" not in proc.stderr and "absl" not in proc.stderr and "oneDNN" not in proc.stderr, proc.stderr
