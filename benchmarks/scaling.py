@@ -10,11 +10,14 @@ runs each of them on synthetic data with the matcher's parameters, in the ``auto
 * index build time, query time (CPU and wall), peak RSS growth of the search;
 * recall of *planted near duplicates* (a query made from a reference row: cosine 0.90-0.99
   for vectors, 0-10 flipped bits for pHashes): the share the auto index finds among those the
-  exact one finds at the same k and minimum cosine; and the k-NN recall of all pairs.
+  exact one finds at the same k and minimum cosine, over ``--planted-check`` planted queries
+  (2,000 by default, all of them when there are fewer), with its one-sided 95% Clopper-Pearson
+  lower bound; and the k-NN recall of all pairs.
 
-For large references the exact search is too slow to run in full: it is timed on a sample of
-queries (``--exact-queries``) and its time extrapolated linearly (marked ``~`` in the table);
-recall is then measured on that sample.
+For large references the exact search is too slow to run in full: it is timed on a random
+sample of queries (``--exact-queries``) and its time extrapolated linearly (marked ``~`` in
+the table); the all-pairs recalls are measured on that sample, the planted recall on the
+planted queries searched exactly besides it.
 
 Synthetic data has realistic structure (HNSW/IVF recall depends on it): vectors are a common
 mean direction plus a mixture of Gaussians in a low-rank subspace with a power-law spectrum
@@ -26,7 +29,7 @@ query at 50k references, as on CIFAR-10).
 
 Usage::
 
-    python benchmarks/scaling.py                      # 10k, 100k, 1M (about 4 min idle)
+    python benchmarks/scaling.py                      # 10k, 100k, 1M (about 8 min idle)
     python benchmarks/scaling.py --sizes 10000 100000 # quicker
 """
 
@@ -202,45 +205,69 @@ def signals(data: dict) -> list[dict]:
     return out
 
 
-def run_signal(sig: dict, mode: str, query_rows: np.ndarray | None) -> dict:
-    """Build and search one signal in ``mode``; queries restricted to ``query_rows``."""
+def run_signal(sig: dict, mode: str, query_rows: list[np.ndarray | None] | None = None) -> dict:
+    """Build and search one signal in ``mode``; query set i restricted to ``query_rows[i]``
+    (None: every query). Pairs are returned with the global query rows."""
     ref = sig["ref"]
-    queries = [q if query_rows is None else q[query_rows] for q in sig["queries"]]
+    rows = query_rows or [None] * len(sig["queries"])
+    queries = [q if r is None else q[r] for q, r in zip(sig["queries"], rows)]
     n = len(ref)
     if sig["kind"] == "hash":
         kind = neighbours.choose_hash_index(n, ref.shape[1] * 8, sig["radius"], mode)
         with Measure() as build:
             index = neighbours.MultiIndexHash(ref) if kind == "multi-index" else None
-        with Measure() as search:
-            res = [index.search(q, sig["radius"]) if index is not None
-                   else neighbours.hamming_within(ref, q, sig["radius"], mode="exact")
-                   for q in queries]
+
+        def search(q):
+            return (index.search(q, sig["radius"]) if index is not None
+                    else neighbours.hamming_within(ref, q, sig["radius"], mode="exact"))
     else:
         kind = neighbours.choose_vector_index(n, mode)
         with Measure() as build:
             index = neighbours.IvfIndex(ref) if kind == "ivf" else None
-        with Measure() as search:
-            res = [index.search(q, sig["k"], min_score=sig["min_score"]) if index is not None
-                   else neighbours.vector_knn(ref, q, sig["k"], min_score=sig["min_score"],
-                                              mode="exact")
-                   for q in queries]
-        del index
-    return dict(index=kind, build_cpu=build.cpu, build_wall=build.wall, search_cpu=search.cpu,
-                search_wall=search.wall, peak_mb=max(build.peak_mb, search.peak_mb),
-                pairs=[set(zip(r.query.tolist(), r.reference.tolist())) for r in res],
-                strong=[set(zip(r.query[r.score >= STRONG].tolist(), r.reference[r.score >= STRONG].tolist()))
-                        if sig["kind"] == "vector" else set(zip(r.query.tolist(), r.reference.tolist()))
-                        for r in res])
+
+        def search(q):
+            return (index.search(q, sig["k"], min_score=sig["min_score"]) if index is not None
+                    else neighbours.vector_knn(ref, q, sig["k"], min_score=sig["min_score"],
+                                               mode="exact"))
+    res, searches = [], []
+    for q in queries:
+        with Measure() as m:
+            res.append(search(q))
+        searches.append(m)
+    del index
+    pairs, strong = [], []
+    for r, rws in zip(res, rows):
+        glob = r.query if rws is None else rws[r.query]
+        pairs.append(set(zip(glob.tolist(), r.reference.tolist())))
+        keep = r.score >= STRONG if sig["kind"] == "vector" else np.ones(len(glob), bool)
+        strong.append(set(zip(glob[keep].tolist(), r.reference[keep].tolist())))
+    return dict(index=kind, build_cpu=build.cpu, build_wall=build.wall,
+                search_cpu=sum(m.cpu for m in searches), search_wall=sum(m.wall for m in searches),
+                search_walls=[m.wall for m in searches], search_cpus=[m.cpu for m in searches],
+                peak_mb=max([build.peak_mb] + [m.peak_mb for m in searches]),
+                pairs=pairs, strong=strong)
 
 
-def recall(exact: list[set], approx: list[set], planted: set | None) -> tuple[float, float]:
-    """(planted recall, all-pairs recall) of approx against exact, over every query set."""
-    found = sum(len(e & a) for e, a in zip(exact, approx))
-    total = sum(len(e) for e in exact)
-    p_exact = exact[0] & planted if planted is not None else set()
-    p_found = len(p_exact & approx[0])
-    return (p_found / len(p_exact) if p_exact else float("nan"),
-            found / total if total else float("nan"))
+def recall_lower_bound(found: int, n: int, confidence: float = 0.95) -> float:
+    """One-sided Clopper-Pearson lower bound of a recall of ``found`` out of ``n``."""
+    if n == 0:
+        return float("nan")
+    if found == 0:
+        return 0.0
+    from scipy import stats
+
+    return float(stats.beta.ppf(1 - confidence, found, n - found + 1))
+
+
+def pair_recall(exact: list[set], approx: list[set], queries: set | None) -> float:
+    """Share of the exact pairs (of ``queries`` only, if given) that approx also found."""
+    found = total = 0
+    for e, a in zip(exact, approx):
+        if queries is not None:
+            e = {p for p in e if p[0] in queries}
+        found += len(e & a)
+        total += len(e)
+    return found / total if total else float("nan")
 
 
 def bench_size(n: int, args: argparse.Namespace) -> list[dict]:
@@ -251,24 +278,39 @@ def bench_size(n: int, args: argparse.Namespace) -> list[dict]:
     gen_s = time.perf_counter() - t0
     print(f"N={n:,} M={m:,}: data generated in {gen_s:.1f} s (load {os.getloadavg()[0]:.1f})",
           flush=True)
-    planted_pairs = set(zip(data["planted_rows"].tolist(), data["planted_src"].tolist()))
     rng = np.random.default_rng(args.seed + 7)
-    sample = None
-    if m > args.exact_queries:  # exact on a query sample, planted queries included pro rata
+    # Planted queries searched exactly for the planted recall: all of them, or a random
+    # sample of --planted-check (the planted copies are in the first query set).
+    check = data["planted_rows"]
+    if len(check) > args.planted_check:
+        check = np.sort(rng.choice(check, args.planted_check, replace=False))
+    src_of = dict(zip(data["planted_rows"].tolist(), data["planted_src"].tolist()))
+    planted_pairs = {(q, src_of[q]) for q in check.tolist()}
+    sample = None  # random queries for the timing of the exact search and the all-pairs recall
+    if m > args.exact_queries:
         sample = np.sort(rng.choice(m, args.exact_queries, replace=False))
     rows_out = []
     for sig in signals(data):
-        auto = run_signal(sig, "auto", None)
-        exact = run_signal(sig, "exact", sample)
-        scale = 1.0 if sample is None else m / len(sample)
-        if sample is not None:  # compare on the sampled queries only
-            pos = {int(r): i for i, r in enumerate(sample)}
-            auto_pairs = [{(pos[q], r) for q, r in s if q in pos} for s in auto["pairs"]]
-            planted_s = {(pos[q], r) for q, r in planted_pairs if q in pos}
+        auto = run_signal(sig, "auto")
+        if sample is None:
+            exact_rows = None
         else:
-            auto_pairs, planted_s = auto["pairs"], planted_pairs
-        rec_planted, rec_all = recall(exact["pairs"], auto_pairs, planted_s)
-        _, rec_strong = recall(exact["strong"], auto_pairs, None)
+            exact_rows = [np.union1d(sample, check)] + [sample] * (len(sig["queries"]) - 1)
+        exact = run_signal(sig, "exact", exact_rows)
+        if sample is None:
+            exact_s, exact_cpu_s = exact["build_wall"] + exact["search_wall"], \
+                exact["build_cpu"] + exact["search_cpu"]
+        else:  # each query set's search time scaled to all m queries
+            exact_s = exact["build_wall"] + sum(w * m / len(r) for w, r in
+                                                zip(exact["search_walls"], exact_rows))
+            exact_cpu_s = exact["build_cpu"] + sum(c * m / len(r) for c, r in
+                                                   zip(exact["search_cpus"], exact_rows))
+        in_sample = None if sample is None else set(sample.tolist())
+        rec_all = pair_recall(exact["pairs"], auto["pairs"], in_sample)
+        rec_strong = pair_recall(exact["strong"], auto["pairs"], in_sample)
+        planted_exact = exact["pairs"][0] & planted_pairs
+        planted_found = len(planted_exact & auto["pairs"][0])
+        rec_planted = planted_found / len(planted_exact) if planted_exact else float("nan")
         row = dict(
             n_reference=n, n_query=m, query_sets=len(sig["queries"]), signal=sig["name"],
             auto_index=auto["index"], params=(dict(radius=sig["radius"]) if sig["kind"] == "hash"
@@ -277,20 +319,27 @@ def bench_size(n: int, args: argparse.Namespace) -> list[dict]:
             auto_query_s=auto["search_wall"], auto_query_cpu_s=auto["search_cpu"],
             auto_peak_rss_mb=auto["peak_mb"],
             auto_pairs=sum(len(p) for p in auto["pairs"]),
-            exact_s=exact["build_wall"] + exact["search_wall"] * scale,
-            exact_cpu_s=exact["build_cpu"] + exact["search_cpu"] * scale,
-            exact_extrapolated=sample is not None, exact_queries_run=len(sample) if sample is not None else m,
+            exact_s=exact_s, exact_cpu_s=exact_cpu_s,
+            exact_extrapolated=sample is not None,
+            exact_queries_run=len(sample) if sample is not None else m,
             exact_peak_rss_mb=exact["peak_mb"],
-            planted_recall=rec_planted, planted_found_by_exact=len(exact["pairs"][0] & planted_s),
+            planted_queries_checked=len(planted_pairs),
+            planted_found_by_exact=len(planted_exact), planted_found_by_auto=planted_found,
+            planted_recall=rec_planted,
+            planted_recall_lower95=recall_lower_bound(planted_found, len(planted_exact)),
             knn_recall=rec_all, strong_recall=rec_strong,
-            strong_pairs_by_exact=sum(len(x) for x in exact["strong"]), load_1min=os.getloadavg()[0],
+            strong_pairs_by_exact=sum(len(x) if in_sample is None
+                                      else sum(p[0] in in_sample for p in x)
+                                      for x in exact["strong"]),
+            load_1min=os.getloadavg()[0],
         )
         rows_out.append(row)
         print(f"  {sig['name']:<15} auto={auto['index']:<11} build {auto['build_wall']:.1f}s "
               f"query {auto['search_wall']:.1f}s (cpu {auto['build_cpu'] + auto['search_cpu']:.1f}s) "
-              f"exact {'~' if sample is not None else ''}{row['exact_s']:.1f}s "
-              f"recall planted {rec_planted:.4f} strong {rec_strong:.4f} all {rec_all:.4f} "
-              f"peak +{auto['peak_mb']:.0f} MB "
+              f"exact {'~' if sample is not None else ''}{exact_s:.1f}s "
+              f"recall planted {rec_planted:.4f} ({planted_found}/{len(planted_exact)}, "
+              f">= {row['planted_recall_lower95']:.4f} at 95%) strong {rec_strong:.4f} "
+              f"all {rec_all:.4f} peak +{auto['peak_mb']:.0f} MB "
               f"(load {row['load_1min']:.1f})", flush=True)
     del data
     return rows_out
@@ -304,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="share of the queries that are planted near duplicates")
     ap.add_argument("--exact-queries", type=int, default=500,
                     help="above this many queries the exact search runs on a sample of this size")
+    ap.add_argument("--planted-check", type=int, default=2000,
+                    help="planted queries searched exactly for the planted recall (a random "
+                         "sample when there are more)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--output", type=Path, default=RESULTS / "scaling.json")
     args = ap.parse_args(argv)
@@ -321,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{'~' if r['exact_extrapolated'] else ''}{r['exact_s']:.1f}",
             f"{'~' if r['exact_extrapolated'] else ''}{r['exact_cpu_s']:.1f}",
             f"{r['planted_recall']:.4f} ({r['planted_found_by_exact']})",
+            f"{r['planted_recall_lower95']:.4f}",
             f"{r['strong_recall']:.4f} ({r['strong_pairs_by_exact']})", f"{r['knn_recall']:.3f}",
             f"{r['auto_peak_rss_mb']:.0f}", f"{r['load_1min']:.1f}",
         ])
@@ -334,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         t["exact_cpu_s"] += r["exact_cpu_s"]
         t["auto_peak_rss_mb"] = max(t["auto_peak_rss_mb"], r["auto_peak_rss_mb"])
     header = ["reference x queries", "signal", "auto index", "build s", "query s", "auto CPU s",
-              "exact s", "exact CPU s", "planted recall (n)",
+              "exact s", "exact CPU s", "planted recall (n)", "planted >= (95%)",
               "recall cos>=0.8 (n)", "k-NN recall", "peak +MB", "load"]
     print()
     print(markdown_table(header, table))
@@ -356,13 +409,16 @@ def main(argv: list[str] | None = None) -> int:
         settings=dict(
             sizes=args.sizes, query_fraction=args.query_fraction,
             planted_fraction=args.planted_fraction, exact_queries=args.exact_queries,
+            planted_check=args.planted_check,
             seed=args.seed, APPROX_MIN_REFERENCE=neighbours.APPROX_MIN_REFERENCE,
             HASH_INDEX_MIN_REFERENCE=neighbours.HASH_INDEX_MIN_REFERENCE,
             IVF_PCA_DIM=neighbours.IVF_PCA_DIM, IVF_ROWS_PER_LIST=neighbours.IVF_ROWS_PER_LIST,
             IVF_NPROBE=neighbours.IVF_NPROBE, IVF_SHORTLIST_FACTOR=neighbours.IVF_SHORTLIST_FACTOR,
             IVF_SHORTLIST_MIN=neighbours.IVF_SHORTLIST_MIN,
-            IVF_SCAN_FACTOR=neighbours.IVF_SCAN_FACTOR, IVF_SCAN_MIN=neighbours.IVF_SCAN_MIN,
-            IVF_INDEX="IVF-PQ fast-scan (4-bit, one sub-quantizer per PCA dimension)",
+            IVF_REFINE_FACTOR=neighbours.IVF_REFINE_FACTOR,
+            IVF_PCA_ITERATIONS=neighbours.IVF_PCA_ITERATIONS,
+            IVF_INDEX="IVF-PQ fast-scan (4-bit, one sub-quantizer per PCA dimension, not by "
+                      "residual), refined with float16 PCA vectors",
             MIH_LAYOUT_BITS={str(n): neighbours._mih_layout(64, n, MatchConfig().hash_radius)[0]
                              for n in args.sizes}),
         rows=rows, totals={str(n): t for n, t in totals.items()},

@@ -216,7 +216,10 @@ def test_approximate_index_is_pq_fast_scan_with_high_planted_recall():
     query = np.concatenate([near_copies(ref, src, seed=22), clustered_vectors(400, 148, seed=23)])
     index = neighbours.IvfIndex(ref)
     assert isinstance(index.ivf, faiss.IndexIVFPQFastScan)
-    assert index.reduced.shape == (20000, neighbours.IVF_PCA_DIM)
+    assert not index.ivf.by_residual  # one look-up table per query, not per probed list
+    assert isinstance(index.store, faiss.IndexScalarQuantizer)  # float16 PCA vectors
+    assert index.ivf.ntotal == index.store.ntotal == 20000
+    assert index.dim == neighbours.IVF_PCA_DIM
     with search_mode("approximate"):
         a, b = vector_knn_many(ref, [query, query[::-1].copy()], 3, min_score=0.3)
     exact = vector_knn(ref, query, 3, min_score=0.3, mode="exact")
@@ -267,3 +270,96 @@ def test_multi_index_layout_follows_reference_size():
     assert neighbours._mih_layout(64, 1_000_000, 10)[0] == [16] * 4
     assert neighbours._mih_layout(64, 50_000_000, 10)[0] == [22, 21, 21]
     assert neighbours._mih_layout(128, 100_000, 10)[0] == [16] * 8
+
+
+def test_index_built_in_parts_equals_one_built_sequentially(monkeypatch):
+    # The build encodes one contiguous part of the reference per core and merges the parts:
+    # the merged index must give exactly the candidates of one sequential build.
+    ref = clustered_vectors(9000, 96, seed=40)
+    src = np.arange(0, 9000, 45)
+    query = np.concatenate([near_copies(ref, src, seed=41), clustered_vectors(300, 96, seed=42)])
+    monkeypatch.setattr(neighbours, "_cores", lambda: 1)
+    one = neighbours.IvfIndex(ref)
+    alone = one.search(query, 3, min_score=0.3)
+    monkeypatch.setattr(neighbours, "_cores", lambda: 3)
+    parts = neighbours.IvfIndex(ref)
+    assert parts.ivf.ntotal == parts.store.ntotal == len(ref)
+    merged = parts.search(query, 3, min_score=0.3)
+    np.testing.assert_array_equal(merged.query, alone.query)
+    np.testing.assert_array_equal(merged.reference, alone.reference)
+    np.testing.assert_array_equal(merged.score, alone.score)
+    assert {(i, int(s)) for i, s in enumerate(src)} <= pairs(merged)
+
+
+def test_auto_selection_forced_to_ivf_keeps_planted_near_duplicates(monkeypatch):
+    # What a scan above APPROX_MIN_REFERENCE runs, at a small scale: both query sets against
+    # one index, planted recall against the exact search at the matcher's k and cosine.
+    monkeypatch.setattr(neighbours, "APPROX_MIN_REFERENCE", 5000)
+    built = _count_builds(monkeypatch, "IvfIndex")
+    ref = clustered_vectors(12000, 148, seed=43)
+    src = np.random.default_rng(44).choice(len(ref), 500, replace=False)
+    noise = clustered_vectors(500, 148, seed=45)
+    qa = np.concatenate([near_copies(ref, src, seed=46), noise])
+    qb = np.concatenate([noise, near_copies(ref, src, seed=47)])
+    a, b = vector_knn_many(ref, [qa, qb], 3, min_score=0.3)
+    assert built == [len(ref)]
+    exact_a, exact_b = vector_knn_many(ref, [qa, qb], 3, min_score=0.3, mode="exact")
+    planted_a = {(i, int(s)) for i, s in enumerate(src)} & pairs(exact_a)
+    planted_b = {(500 + i, int(s)) for i, s in enumerate(src)} & pairs(exact_b)
+    assert len(planted_a) == len(planted_b) == len(src)
+    assert len(planted_a & pairs(a)) / len(planted_a) >= 0.99
+    assert len(planted_b & pairs(b)) / len(planted_b) >= 0.99
+
+
+def test_pca_of_wide_vectors_keeps_the_leading_variance():
+    # Above 2 * IVF_PCA_DIM dimensions the PCA comes from a subspace iteration, not a full
+    # eigendecomposition: it must capture nearly the variance of the exact top directions.
+    x = clustered_vectors(4000, 400, seed=48, rank=120, clusters=200)
+    index = neighbours.IvfIndex.__new__(neighbours.IvfIndex)
+    index._fit_pca(x, np.random.default_rng(0))
+    import faiss
+
+    proj = faiss.vector_to_array(index.transform.A).reshape(index.dim, 400)
+    np.testing.assert_allclose(proj @ proj.T, np.eye(index.dim), atol=1e-4)  # orthonormal
+    centred = (x - x.mean(0)).astype(np.float64)
+    cov = centred.T @ centred
+    best = np.linalg.eigvalsh(cov)[-index.dim:].sum()
+    assert np.einsum("ij,jk,ik->", proj, cov, proj) >= 0.99 * best
+    # The transform centres: the mean row maps to the origin.
+    np.testing.assert_allclose(index._reduce(x.mean(0, keepdims=True)), 0, atol=1e-4)
+
+
+def test_hash_search_of_several_query_sets_is_exact_in_every_mode(monkeypatch):
+    # Matcher.candidates searches the pHashes of both orientations against one index.
+    monkeypatch.setattr(neighbours, "HASH_INDEX_MIN_REFERENCE", 1000)
+    ref = random_codes(6000, seed=49)
+    qa = np.concatenate([flipped(ref[:400], 11, seed=50), random_codes(200, seed=51)])
+    qb = flipped(ref[3000:3300], 10, seed=52)
+    built = _count_builds(monkeypatch, "MultiIndexHash")
+    auto = neighbours.hamming_within_many(ref, [qa, qb], 10)
+    assert built == [len(ref)]
+    flat = neighbours.hamming_within_many(ref, [qa, qb], 10, mode="exact")
+    for got, want in zip(auto, flat):
+        assert len(want.query) > 0
+        np.testing.assert_array_equal(got.query, want.query)
+        np.testing.assert_array_equal(got.reference, want.reference)
+        np.testing.assert_array_equal(got.score, want.score)
+
+
+def test_own_pq_encoding_matches_faiss(monkeypatch):
+    # The build encodes with its own look-up of the nearest 1-d centroid; the codes must be
+    # FAISS' own (sa_encode layout: list number, then the packed 4-bit PQ codes).
+    captured = []
+    real = neighbours.IvfIndex._prepare_encoder
+
+    def spy(self, ivf, quantizer):
+        captured.append(neighbours._faiss().clone_index(ivf))
+        real(self, ivf, quantizer)
+
+    monkeypatch.setattr(neighbours.IvfIndex, "_prepare_encoder", spy)
+    ref = clustered_vectors(8000, 148, seed=53)
+    index = neighbours.IvfIndex(ref)
+    reduced = index._reduce(clustered_vectors(3000, 148, seed=54))
+    ours, theirs = index._encode(reduced), captured[0].sa_encode(reduced)
+    assert ours.shape == theirs.shape
+    assert (ours == theirs).mean() > 0.9999  # a value on a midpoint may go either way
