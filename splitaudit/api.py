@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -14,7 +15,7 @@ from splitaudit._version import __version__
 from splitaudit.checks import REGISTRY, AuditContext
 from splitaudit.config import AuditConfig
 from splitaudit.errors import MissingWeightsError
-from splitaudit.extract import FingerprintTable, extract, fingerprint_identity
+from splitaudit.extract import FingerprintTable, ScanPool, extract, fingerprint_identity, scan_pool
 from splitaudit.matching import EXACT, KIND_NAMES, NEAR, Matcher, Matches
 from splitaudit.report import (
     AuditReport,
@@ -63,24 +64,29 @@ EXACT_RECHECK_NCC = 0.995
 EXACT_RECHECK_NCC_MIXED = 0.98
 
 
-#: Modules the search and the built-in checks import on first use: about 0.6 s of imports on a
-#: 2-core machine, in the serial part of a scan (faiss, scipy's sparse and statistics modules,
-#: scikit-learn). :class:`_Prefetch` imports them while the decoders run.
-PREFETCH_MODULES = ("faiss", "scipy.sparse", "scipy.ndimage", "scipy.stats", "scipy.spatial.distance",
-                    "sklearn.linear_model", "sklearn.decomposition", "sklearn.model_selection",
-                    "threadpoolctl")
+#: Modules the search imports on first use (faiss, scipy's sparse and image modules).
+SEARCH_MODULES = ("faiss", "scipy.sparse", "scipy.ndimage")
+#: Modules the shift checks import on first use (scipy's statistics, scikit-learn).
+SHIFT_CHECK_MODULES = ("scipy.stats", "scipy.spatial.distance", "sklearn.linear_model",
+                       "sklearn.decomposition", "sklearn.model_selection", "threadpoolctl")
 
 
 class _Prefetch:
-    """Imports :data:`PREFETCH_MODULES` in a background thread, started once decoding runs."""
+    """Imports the later stages' modules in a thread while the decoders run (hash-only scans).
+
+    About 0.6 s of imports on a 2-core machine, otherwise in the serial part of a scan. The
+    scan joins the thread before its own thread imports anything: two threads importing
+    overlapping packages at once is unsafe (CPython's import lock handling failed here with
+    ``KeyError: 'scipy'`` when the search began while the thread was importing scipy).
+    """
 
     def __init__(self) -> None:
         self.thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        """Start the imports (``extract``'s ``on_start``: after the decoders have forked)."""
+    def start(self, modules: tuple[str, ...]) -> None:
+        """Start importing ``modules`` (only after the scan's worker processes have forked)."""
         def run() -> None:
-            for name in PREFETCH_MODULES:
+            for name in modules:
                 try:
                     importlib.import_module(name)
                 except ImportError:
@@ -90,9 +96,10 @@ class _Prefetch:
         self.thread.start()
 
     def join(self) -> None:
-        """Wait for the imports (never leave one running when the audit returns)."""
+        """Wait for the imports to end."""
         if self.thread is not None:
             self.thread.join()
+            self.thread = None
 
 
 def _jpeg_rows(table: FingerprintTable) -> np.ndarray | None:
@@ -425,29 +432,44 @@ def _audit(samples: SampleSet, config: AuditConfig, embedder, cache, notes: list
     (``given_table``) and, for tabular data, with their matches too (``matched`` =
     ``(matcher or None, cross, within)``).
     """
-    order = samples.splits
     prefetch = _Prefetch()
-
-    def fingerprints() -> FingerprintTable:
-        if given_table is not None:
-            return given_table
-        return extract(samples.samples, embedder=embedder, workers=config.workers,
-                       max_pixels=config.max_pixels, progress=progress, cache=cache,
-                       on_start=prefetch.start)
-
     try:
         return _audit_stages(samples, config, embedder, cache, notes, timings, t0, progress,
-                             given_table, matched, fingerprints)
+                             given_table, matched, prefetch)
     finally:
         prefetch.join()
+
+
+@contextlib.contextmanager
+def _scan_workers(samples: SampleSet, config: AuditConfig, embedder,
+                  prefetch: _Prefetch) -> Iterator[ScanPool | None]:
+    """The scan's worker processes (decoding, then verification), then a thread of imports.
+
+    The processes fork first, while this process has no other thread. A hash-only scan then
+    imports the later stages' modules beside the decoding; with the CNN a thread is busy
+    importing TensorFlow (:meth:`Embedder.start_build`, started by ``extract`` when there is
+    something to embed), and no second thread may import at the same time.
+    """
+    with scan_pool(config.workers, len(samples.samples), with_cnn=embedder is not None) as pool:
+        if pool is not None and embedder is None:
+            ids = config.checks or tuple(REGISTRY)
+            shift = any(getattr(REGISTRY[c], "flags", None) for c in ids if c in REGISTRY)
+            prefetch.start(SEARCH_MODULES + (SHIFT_CHECK_MODULES if shift else ()))
+        yield pool
 
 
 def _audit_stages(samples: SampleSet, config: AuditConfig, embedder, cache, notes: list[str],
                   timings: dict[str, float], t0: float, progress: ProgressFn | None,
                   given_table: FingerprintTable | None, matched: tuple | None,
-                  fingerprints: Callable[[], FingerprintTable]) -> AuditReport:
+                  prefetch: _Prefetch) -> AuditReport:
     """The stages of :func:`_audit`: fingerprints (or the cached matches), search, checks."""
     order = samples.splits
+
+    def fingerprints(pool: ScanPool | None = None) -> FingerprintTable:
+        if given_table is not None:
+            return given_table
+        return extract(samples.samples, embedder=embedder, workers=config.workers,
+                       max_pixels=config.max_pixels, progress=progress, cache=cache, pool=pool)
 
     key = _state_key(cache, config, order) if cache is not None else ""
     hit = _cached_matches(samples, cache, key) if cache is not None else None
@@ -466,24 +488,32 @@ def _audit_stages(samples: SampleSet, config: AuditConfig, embedder, cache, note
         for i, s in enumerate(samples.samples):
             rows_by_split[s.split].append(i)
         rows = {s: np.asarray(v, np.int64) for s, v in rows_by_split.items()}
-        table = fingerprints()
-        errors = table.errors
-        timings["fingerprint"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        matcher = Matcher(table, config.match) if matched is None else matched[0]
-        if matched is not None:
-            cross, within = matched[1], matched[2]
-        elif cache is not None and cache.enabled:
-            cross, within = _match_with_cache(samples, table, matcher, cache, key, rows, progress)
-        else:
-            cross = {}
-            todo = [(q, r) for qi, q in enumerate(order) for r in order[:qi]]
-            for done, (q, r) in enumerate(todo):
-                cross[(q, r)] = matcher.match(rows[q], rows[r])
-                _confirm_exact(samples, table, cross[(q, r)])
-                if progress is not None:
-                    progress("search", done + 1, len(todo))
-            within = {s: matcher.match_within(rows[s]) for s in order}
+        # In-memory inputs come fingerprinted, maybe after TensorFlow started (no fork then).
+        workers = _scan_workers(samples, config, embedder, prefetch) if given_table is None \
+            else contextlib.nullcontext()
+        with workers as pool:
+            table = fingerprints(pool)
+            prefetch.join()  # before this thread imports anything itself (see _Prefetch)
+            errors = table.errors
+            timings["fingerprint"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            matcher = Matcher(table, config.match, pool=pool) if matched is None else matched[0]
+            if matched is not None:
+                cross, within = matched[1], matched[2]
+            elif cache is not None and cache.enabled:
+                cross, within = _match_with_cache(samples, table, matcher, cache, key, rows, progress)
+            else:
+                cross = {}
+                todo = [(q, r) for qi, q in enumerate(order) for r in order[:qi]]
+                for done, (q, r) in enumerate(todo):
+                    cross[(q, r)] = matcher.match(rows[q], rows[r])
+                    _confirm_exact(samples, table, cross[(q, r)])
+                    if progress is not None:
+                        progress("search", done + 1, len(todo))
+                within = {s: matcher.match_within(rows[s]) for s in order}
+        if matcher is not None:
+            matcher.pool = None  # closed with the stage
+            matcher.release()  # the checks do not search: their peak is 0.6 KB per image lower
         timings["search"] = time.perf_counter() - t0
 
     unreadable = [Unreadable(k.path, k.split, k.reason) for k in samples.skipped]

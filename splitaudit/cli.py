@@ -279,17 +279,20 @@ class _Progress:
         self.enabled = enabled and sys.stderr.isatty()
         self._bar = None
         self._tasks: dict[str, int] = {}
+        if self.enabled:
+            # Imported now, not at the first update: a scan's thread may be importing then.
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+            self._make = lambda: Progress("[progress.description]{task.description}", BarColumn(),
+                                          MofNCompleteColumn(), TimeRemainingColumn(),
+                                          console=Console(file=sys.stderr), transient=True)
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if not self.enabled:
             return
         if self._bar is None:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-            self._bar = Progress("[progress.description]{task.description}", BarColumn(),
-                                 MofNCompleteColumn(), TimeRemainingColumn(),
-                                 console=Console(file=sys.stderr), transient=True)
+            self._bar = self._make()
             self._bar.start()
         if stage not in self._tasks:
             self._tasks[stage] = self._bar.add_task(stage, total=total)

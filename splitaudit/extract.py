@@ -9,11 +9,14 @@ without buffering the whole dataset in memory.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.pool
 import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+import contextlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -172,6 +175,61 @@ def default_workers(with_cnn: bool) -> int:
     return max(1, cores - 1) if with_cnn else max(1, cores)
 
 
+@dataclass
+class ScanPool:
+    """The worker processes of one scan: they decode, then verify candidate pairs."""
+
+    pool: multiprocessing.pool.Pool
+    size: int
+
+    def run_ordered(self, fn: Callable, jobs: Iterator, *, window: int | None = None,
+                    share: bool = False) -> Iterator:
+        """``fn(job)`` of every job, in order.
+
+        At most ``window`` (default two per worker) jobs are in flight, so a stream of large
+        jobs is never all held at once. With ``share`` this process computes every
+        (size + 1)-th job itself while the workers run the others (when it has nothing else
+        to do: not while it feeds the CNN).
+        """
+        window = window or 2 * self.size
+        pending: deque = deque()
+        for j, job in enumerate(jobs):
+            if share and j % (self.size + 1) == self.size:
+                pending.append((None, fn(job)))  # our share, computed while the workers run
+            else:
+                pending.append((self.pool.apply_async(fn, (job,)), None))
+            while len(pending) > window:
+                yield _result(pending.popleft())
+        while pending:
+            yield _result(pending.popleft())
+
+
+def _result(item: tuple) -> object:
+    future, value = item
+    return value if future is None else future.get()
+
+
+@contextmanager
+def scan_pool(workers: int | None, n_samples: int, *, with_cnn: bool) -> Iterator[ScanPool | None]:
+    """The worker processes of a scan, or None (``workers`` 0, or too few samples to pay off).
+
+    Create it before this process starts any thread (forking is safe only then): a scan
+    starts its background work (the CNN build, imports) once the pool exists. With the CNN
+    the workers run at lower priority (:data:`CNN_WORKER_NICE`).
+    """
+    if workers is None:
+        workers = default_workers(with_cnn)
+    if workers == 0 or n_samples < MIN_PARALLEL:
+        yield None
+        return
+    ctx = _context()
+    import scipy.fftpack  # noqa: F401  (phash_batch's import, done once before the fork)
+
+    init = (_lower_priority, (CNN_WORKER_NICE,)) if with_cnn else (None, ())
+    with ctx.Pool(workers, initializer=init[0], initargs=init[1]) as pool:
+        yield ScanPool(pool, workers)
+
+
 def extract(
     samples: Sequence[Sample],
     *,
@@ -180,7 +238,7 @@ def extract(
     max_pixels: int | None = None,
     progress: ProgressFn | None = None,
     cache=None,
-    on_start: Callable[[], None] | None = None,
+    pool: ScanPool | None = None,
 ) -> FingerprintTable:
     """Fingerprint every sample (and embed it, when an embedder is given).
 
@@ -203,11 +261,10 @@ def extract(
         only the rest go to the workers, and their results are written back every few hundred
         files (so an interrupted scan resumes). When the cache fails it disables itself (with
         a notice) and the scan starts over without it.
-    on_start : callable or None
-        Called once the decoding processes exist (at once when decoding in-process): the
-        place to start threads that should run beside the decoding, since forking the
-        workers while another thread runs would be unsafe. Not called when no sample needs
-        decoding.
+    pool : ScanPool or None
+        Worker processes to decode with (:func:`scan_pool`), left open for the caller's
+        next stage; by default the decoding makes its own (``workers`` of them) and closes
+        them, and builds the CNN model beside them.
 
     Returns
     -------
@@ -217,14 +274,14 @@ def extract(
         from splitaudit.cache import CacheError
 
         try:
-            return _extract_cached(samples, embedder, workers, max_pixels, progress, cache, on_start)
+            return _extract_cached(samples, embedder, workers, max_pixels, progress, cache, pool)
         except CacheError:
             pass  # the cache has said why and disabled itself; start over without it
     n = len(samples)
     table = FingerprintTable.allocate(n, embedder.dim if embedder is not None else None)
     table.content_keys = [None] * n
     _fingerprint(samples, list(range(n)), table, embedder, workers, max_pixels, progress, 0, None,
-                 on_start)
+                 pool)
     return table
 
 
@@ -263,7 +320,7 @@ def _fingerprint(
     progress: ProgressFn | None,
     done0: int,
     sink: _Sink | None,
-    on_start: Callable[[], None] | None = None,
+    pool: ScanPool | None = None,
 ) -> None:
     """Decode, fingerprint (and embed) the samples at indices ``todo`` into ``table``."""
     from splitaudit.imaging import DEFAULT_MAX_PIXELS
@@ -272,13 +329,10 @@ def _fingerprint(
     cnn_size = embedder.input_size if embedder is not None else None
     min_side = decode_side(cnn_size)
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
-    items = [(i, os.fspath(samples[i].abspath)) for i in todo]
-    tasks = [(items[i:i + CHUNK], cnn_size, min_side, limit) for i in range(0, len(items), CHUNK)]
-    if workers is None:
-        workers = default_workers(embedder is not None)
-    if len(items) < MIN_PARALLEL:
-        workers = 0
-
+    # Made chunk by chunk as the workers need them: a list of every path up front was
+    # 0.15 KB per sample of peak memory.
+    tasks = (([(i, os.fspath(samples[i].abspath)) for i in todo[start:start + CHUNK]],
+              cnn_size, min_side, limit) for start in range(0, len(todo), CHUNK))
     pending_idx: list[int] = []
     pending_img: list[np.ndarray] = []
     done = done0
@@ -333,36 +387,26 @@ def _fingerprint(
         if progress is not None:
             progress("fingerprint", done, n)
 
-    if not tasks:
+    if not todo:
         return
-    if workers == 0:
-        if on_start is not None:
-            on_start()
-        for task in tasks:
-            absorb(_work(task))
-    else:
-        ctx = _context()
-        import scipy.fftpack  # noqa: F401  (phash_batch's import, done once before the fork)
-
-        init = (_lower_priority, (CNN_WORKER_NICE,)) if embedder is not None else (None, ())
-        with ctx.Pool(workers, initializer=init[0], initargs=init[1]) as pool:
-            start_build = getattr(embedder, "start_build", None)  # optional for an embedder
+    start_build = getattr(embedder, "start_build", None)  # optional for an embedder
+    with scan_pool(workers, len(todo), with_cnn=embedder is not None) if pool is None \
+            else contextlib.nullcontext(pool) as workers_pool:
+        if workers_pool is None:
+            results: Iterator[_ChunkResult] = map(_work, tasks)
+        else:
             if start_build is not None:
-                start_build()  # after the fork: see Embedder.start_build
-            if on_start is not None:
-                on_start()
-            # Keep a few chunks per worker in flight: enough to hide latency, few enough that
-            # decoded images never pile up faster than the CNN consumes them.
-            window: deque = deque()
-            it = iter(tasks)
-            for task in it:
-                window.append(pool.apply_async(_work, (task,)))
-                if len(window) >= 3 * workers:
-                    absorb(window.popleft().get())
-            while window:
-                absorb(window.popleft().get())
+                start_build()  # the processes exist: see Embedder.start_build
+            # A few chunks per worker in flight: enough to hide latency, few enough that decoded
+            # images never pile up faster than the CNN consumes them.
+            results = workers_pool.run_ordered(_work, tasks, window=3 * workers_pool.size)
+        for res in results:
+            absorb(res)
     if embedder is not None:
         flush(True)
+        wait_build = getattr(embedder, "wait_build", None)
+        if wait_build is not None:
+            wait_build()  # even with nothing embedded: no import may still run after this
 
 
 class _CacheSink(_Sink):
@@ -422,7 +466,7 @@ class _CacheSink(_Sink):
 
 
 def _extract_cached(samples, embedder, workers, max_pixels, progress, cache,
-                    on_start=None) -> FingerprintTable:
+                    pool=None) -> FingerprintTable:
     """:func:`extract` with a cache: fill what is known, fingerprint the rest, write it back."""
     n = len(samples)
     with_emb = embedder is not None
@@ -507,6 +551,6 @@ def _extract_cached(samples, embedder, workers, max_pixels, progress, cache,
             progress("fingerprint", n - len(todo), n)
 
     _fingerprint(samples, todo, table, embedder, workers, max_pixels, progress, n - len(todo), sink,
-                 on_start)
+                 pool)
     sink.maybe_commit(force=True)
     return table

@@ -10,13 +10,14 @@ thumbnails (:mod:`splitaudit.alignment`) before it is called a copy.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from splitaudit import alignment
 from splitaudit.errors import invalid_param
-from splitaudit.extract import FingerprintTable
+from splitaudit.extract import FingerprintTable, ScanPool
 from splitaudit.neighbours import (
     Neighbours, exact_matches, hamming_within, hamming_within_many, vector_knn_many,
 )
@@ -136,15 +137,38 @@ class Matcher:
     Derived arrays (descriptors, aspect bins) are computed once here and shared by every split
     pair and every check. The band-passed thumbnails that alignment works on are made only for
     the rows of the candidates being verified (:meth:`prepared`): for all rows they would be
-    4 KB per image, four times the thumbnails themselves.
+    4 KB per image, four times the thumbnails themselves. With a ``pool`` (the scan's worker
+    processes, :func:`splitaudit.extract.scan_pool`) candidates are verified on every core.
     """
 
-    def __init__(self, table: FingerprintTable, config: MatchConfig | None = None) -> None:
+    def __init__(self, table: FingerprintTable, config: MatchConfig | None = None,
+                 pool: ScanPool | None = None) -> None:
         self.table = table
         self.config = config or MatchConfig()
-        self.desc, self.desc_flip = alignment.thumb_descriptors(table.thumbs)
+        self.pool = pool
+        self._descriptors: tuple[np.ndarray, np.ndarray] | None = None
         self.aspect = alignment.aspect_bin(table.width, table.height)
         self.flat = alignment.thumb_std(table.thumbs) < self.config.flat_std
+
+    @property
+    def desc(self) -> np.ndarray:
+        """(N, M) float16 thumbnail descriptors (:func:`~splitaudit.alignment.thumb_descriptors`)."""
+        return self._thumb_descriptors()[0]
+
+    @property
+    def desc_flip(self) -> np.ndarray:
+        """:attr:`desc` of the mirrored thumbnails."""
+        return self._thumb_descriptors()[1]
+
+    def _thumb_descriptors(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._descriptors is None:
+            self._descriptors = alignment.thumb_descriptors(self.table.thumbs)
+        return self._descriptors
+
+    def release(self) -> None:
+        """Drop what only the search uses (the descriptors, 0.6 KB per image), e.g. before the
+        checks; it is made again if asked for."""
+        self._descriptors = None
 
     def prepared(self, rows: np.ndarray) -> np.ndarray:
         """Band-passed float32 thumbnails (:func:`~splitaudit.alignment.prepare_thumbs`) of ``rows``."""
@@ -248,52 +272,38 @@ class Matcher:
             cosine=cosine[sel], hamming=hamming[sel], evidence=[evidence[i] for i in sel],
         )
 
-    def _align(
+    def _align_chunks(
         self, ref: np.ndarray, qry: np.ndarray, vouched: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Best aligned score of each (reference, query) row pair, and its transform.
 
         The transform is an index into :func:`splitaudit.alignment.transform_set`, -1 where
-        the coarse screen dropped the pair (the score is then the coarse one).
-        """
-        # Each row once, however many pairs it is in (a train image near several val images);
-        # pairs refer to rows of the prepared set, never copy them.
-        rows, inverse = np.unique(np.concatenate([ref, qry]), return_inverse=True)
-        thumbs = alignment.PreparedThumbs(self.prepared(rows))
-        ia, ib = inverse[:len(ref)], inverse[len(ref):]
-        aa, ab = self.aspect[ref], self.aspect[qry]
-        coarse = alignment.align_rows(thumbs, ia, ib, aa, ab, coarse=True)
-        # Pairs the CNN or pHash already vouch for skip the cheap screen: its coarse grid can
-        # miss an off-centre crop or a captioned copy that the full search aligns.
-        sub = np.flatnonzero((coarse.ncc >= self.config.screen_threshold) | vouched)
-        score = coarse.ncc.copy()
-        index = np.full(len(ref), -1, np.intp)
-        if len(sub):
-            fine = alignment.align_rows(thumbs, ia[sub], ib[sub], aa[sub], ab[sub],
-                                        hints=coarse.index[sub])
-            robust = alignment.robust_rows(thumbs, ia[sub], ib[sub], aa[sub], ab[sub],
-                                           fine.index, fine.direction)
-            score[sub] = np.maximum(robust, fine.ncc)
-            index[sub] = fine.index
-        return score, index
-
-    def _align_chunks(
-        self, ref: np.ndarray, qry: np.ndarray, vouched: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`_align` over chunks of :data:`VERIFY_CHUNK` pairs: bounded memory.
-
-        One thread: two threads verifying chunks side by side were 4-6% *slower* in wall
-        time on 2 cores (28,353 and 46,876 candidates of a 20,000-image scan, without and
-        with CNN embeddings), while plain numpy work ran 1.8x faster in two threads. The
-        einsums overlap (1.4x), but two threads of sparse sampling products ran at 0.4-0.65x
-        the serial speed although scipy releases the GIL; and two chunks hold twice the
-        working set.
+        the coarse screen dropped the pair (the score is then the coarse one). Pairs are
+        aligned :data:`VERIFY_CHUNK` at a time (bounded memory), by :func:`_align_job`: in the
+        scan's worker processes and this one when there is a pool, else here. Not in threads:
+        two threads verifying chunks side by side were 4-6% *slower* in wall time on 2 cores
+        (28,353 and 46,876 candidates of a 20,000-image scan, without and with CNN
+        embeddings): the einsums overlap (1.4x), but two threads of sparse sampling products
+        ran at 0.4-0.65x the serial speed although scipy releases the GIL.
         """
         n = len(ref)
         if n == 0:
             return np.zeros(0, np.float32), np.zeros(0, np.intp)
-        parts = [self._align(ref[s:s + VERIFY_CHUNK], qry[s:s + VERIFY_CHUNK],
-                             vouched[s:s + VERIFY_CHUNK]) for s in range(0, n, VERIFY_CHUNK)]
+        screen = self.config.screen_threshold
+
+        def jobs() -> Iterator[tuple]:
+            for s in range(0, n, VERIFY_CHUNK):
+                r, q = ref[s:s + VERIFY_CHUNK], qry[s:s + VERIFY_CHUNK]
+                # Each row once, however many pairs it is in (a train image near several val
+                # images); pairs refer to rows of the chunk's thumbnails, never copy them.
+                rows, inverse = np.unique(np.concatenate([r, q]), return_inverse=True)
+                yield (self.table.thumbs[rows], inverse[:len(r)], inverse[len(r):],
+                       self.aspect[r], self.aspect[q], vouched[s:s + VERIFY_CHUNK], screen)
+
+        if self.pool is not None and n > VERIFY_CHUNK:
+            parts = list(self.pool.run_ordered(_align_job, jobs(), share=True))
+        else:
+            parts = [_align_job(job) for job in jobs()]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def match(self, query: np.ndarray, reference: np.ndarray) -> Matches:
@@ -323,3 +333,28 @@ class Matcher:
         keep = m.kind != SIMILAR
         return Matches(m.query[keep], m.reference[keep], m.kind[keep], m.ncc[keep],
                        m.cosine[keep], m.hamming[keep], [e for e, k in zip(m.evidence, keep) if k])
+
+
+def _align_job(job: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Align one chunk of candidate pairs (runs in a worker process, or in the caller's).
+
+    ``job`` is (uint8 thumbnails of the chunk's rows, reference and query index into them,
+    reference and query aspect bins, vouched flags, screen threshold); returns each pair's
+    best score and transform index (-1 where the coarse screen dropped it).
+    """
+    thumbs, ia, ib, aa, ab, vouched, screen = job
+    prepared = alignment.PreparedThumbs.from_thumbs(thumbs)
+    coarse = alignment.align_rows(prepared, ia, ib, aa, ab, coarse=True)
+    # Pairs the CNN or pHash already vouch for skip the cheap screen: its coarse grid can
+    # miss an off-centre crop or a captioned copy that the full search aligns.
+    sub = np.flatnonzero((coarse.ncc >= screen) | vouched)
+    score = coarse.ncc.copy()
+    index = np.full(len(ia), -1, np.intp)
+    if len(sub):
+        fine = alignment.align_rows(prepared, ia[sub], ib[sub], aa[sub], ab[sub],
+                                    hints=coarse.index[sub])
+        robust = alignment.robust_rows(prepared, ia[sub], ib[sub], aa[sub], ab[sub],
+                                       fine.index, fine.direction)
+        score[sub] = np.maximum(robust, fine.ncc)
+        index[sub] = fine.index
+    return score, index

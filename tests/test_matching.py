@@ -182,3 +182,31 @@ def test_verify_scores_faint_thumbnails_whatever_their_brightness(edited_table):
     assert max(dark.max(), bright.max()) <= 1 + 1e-5
     assert bright_matches.kind.tolist() == dark_matches.kind.tolist()
     assert bright_matches.evidence == dark_matches.evidence
+
+
+def test_verify_in_the_scan_pool_equals_verify_here(edited_table, monkeypatch):
+    """Chunks verified by worker processes (and this one's share) give the same pairs, scores
+    and evidence, in the same order, as chunks verified here."""
+    from splitaudit.extract import scan_pool
+
+    monkeypatch.setattr(matching, "VERIFY_CHUNK", 8)  # 60 pairs: 8 chunks, several per worker
+    pairs = np.array([(q, r) for q in range(6, 16) for r in range(6)])
+    config = MatchConfig(near_threshold=0.985, similar_threshold=0.9)  # finds all six copies
+    here = Matcher(edited_table, config).verify(pairs)
+    with scan_pool(2, 10_000, with_cnn=False) as pool:
+        assert pool is not None and pool.size == 2
+        there = Matcher(edited_table, config, pool=pool).verify(pairs)
+    for field in ("query", "reference", "kind", "ncc", "hamming"):
+        assert np.array_equal(getattr(here, field), getattr(there, field)), field
+    assert here.evidence == there.evidence and len(here) == 6
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_scan_pool_runs_jobs_in_order(share):
+    from splitaudit.extract import scan_pool
+
+    with scan_pool(2, 10_000, with_cnn=False) as pool:
+        got = list(pool.run_ordered(abs, iter(range(-25, 0)), window=3, share=share))
+    assert got == [abs(x) for x in range(-25, 0)]
+    with scan_pool(0, 10_000, with_cnn=False) as none, scan_pool(2, 10, with_cnn=False) as small:
+        assert none is None and small is None  # in-process: no workers, or too little work

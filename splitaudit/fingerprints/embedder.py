@@ -373,7 +373,8 @@ class Embedder:
 
     # -- model ---------------------------------------------------------------------------
 
-    def _get_forward(self) -> Any:
+    def wait_build(self) -> None:
+        """Wait for a build started by :meth:`start_build`, raising its error if it failed."""
         builder = self._builder
         if builder is not None and builder is not threading.current_thread():
             builder.join()
@@ -382,6 +383,9 @@ class Embedder:
                 error, self._build_error = self._build_error, None
             if error is not None:
                 raise error
+
+    def _get_forward(self) -> Any:
+        self.wait_build()
         with self._lock:  # one build even when several threads embed at once
             if self._forward is None:
                 self._build()

@@ -44,7 +44,7 @@ def order_splits(names: list[str]) -> list[str]:
     return known + [s for s in names if s not in CANONICAL_SPLITS]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: 0.1 KB less per sample (no instance dict)
 class Sample:
     """One sample of a dataset.
 
