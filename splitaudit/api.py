@@ -113,36 +113,60 @@ def _jpeg_rows(table: FingerprintTable) -> np.ndarray | None:
     return (codes == vocab.index("JPEG")) | (codes == vocab.index("MPO"))
 
 
-def _confirm_exact(samples: SampleSet, table: FingerprintTable, m: Matches) -> None:
+def _confirm_exact(samples: SampleSet, table: FingerprintTable, m: Matches,
+                   pool: ScanPool | None = None) -> None:
     """Upgrade near pairs whose full-size decoded pixels are identical to ``exact`` (in place).
 
     Fingerprints of large images come from a reduced decode, so their pixel digests cannot
-    prove "same pixels"; the few candidate pairs are re-decoded here, at the I/O edge.
+    prove "same pixels"; the files of the few candidate pairs are decoded again here, at the
+    I/O edge, each once however many pairs it is in, in the scan's worker processes when
+    there are (250 pairs of a 20,000-image scan took 0.23 s here, one decode after another).
     """
-    from splitaudit.errors import DecodeError
-    from splitaudit.imaging import load_rgb
-
-    full_size = 1 << 30  # a min_side no image reaches: no draft mode, no reduction
     close = m.ncc >= EXACT_RECHECK_NCC
     jpeg = _jpeg_rows(table)
     if jpeg is not None:
         close |= (m.ncc >= EXACT_RECHECK_NCC_MIXED) & (jpeg[m.query] != jpeg[m.reference])
-    for i in np.flatnonzero((m.kind == NEAR) & close):
-        q, r = int(m.query[i]), int(m.reference[i])
-        if (table.width[q], table.height[q]) != (table.width[r], table.height[r]):
-            continue
-        a, b = samples.samples[q].abspath, samples.samples[r].abspath
-        if a is None or b is None:
-            continue
-        try:
-            pa, _ = load_rgb(a, min_side=full_size)
-            pb, _ = load_rgb(b, min_side=full_size)
-        except DecodeError:
-            continue
-        if pa.shape == pb.shape and np.array_equal(pa, pb):
+    cand = [i for i in np.flatnonzero((m.kind == NEAR) & close).tolist()
+            if (table.width[m.query[i]], table.height[m.query[i]])
+            == (table.width[m.reference[i]], table.height[m.reference[i]])
+            and samples.samples[m.query[i]].abspath is not None
+            and samples.samples[m.reference[i]].abspath is not None]
+    if not cand:
+        return
+    rows = sorted({int(m.query[i]) for i in cand} | {int(m.reference[i]) for i in cand})
+    paths = [os.fspath(samples.samples[r].abspath) for r in rows]
+    jobs = (paths[s:s + _RECHECK_CHUNK] for s in range(0, len(paths), _RECHECK_CHUNK))
+    parts = pool.run_ordered(_full_size_digests, jobs, share=True) if pool is not None \
+        else map(_full_size_digests, jobs)
+    digest = dict(zip(rows, (d for part in parts for d in part)))
+    for i in cand:
+        a, b = digest[int(m.query[i])], digest[int(m.reference[i])]
+        if a is not None and a == b:
             m.kind[i] = EXACT
             m.ncc[i] = 1.0
             m.evidence[i] = "same pixels"
+
+
+#: Files decoded at full size per job of :func:`_confirm_exact`.
+_RECHECK_CHUNK = 16
+
+
+def _full_size_digests(paths: list[str]) -> list[bytes | None]:
+    """Pixel digest (shape included) of each file decoded at full size; None if it fails."""
+    from splitaudit.errors import DecodeError
+    from splitaudit.fingerprints.hashes import pixel_digest
+    from splitaudit.imaging import load_rgb
+
+    out: list[bytes | None] = []
+    for path in paths:
+        try:
+            # A min_side no image reaches: no draft mode, no reduction.
+            rgb, _ = load_rgb(path, min_side=1 << 30)
+        except DecodeError:
+            out.append(None)
+            continue
+        out.append(pixel_digest(rgb))
+    return out
 
 
 class _Lazy:
@@ -235,7 +259,7 @@ def _match_with_cache(samples: SampleSet, table: FingerprintTable, matcher: Matc
     tokens = sample_tokens(samples.samples, table.content_keys, table.errors)
 
     def confirm(m: Matches) -> None:
-        _confirm_exact(samples, table, m)
+        _confirm_exact(samples, table, m, matcher.pool)
 
     digest = state_digest(samples.samples, tokens)
     probe = cache.probe(samples.samples)
@@ -507,7 +531,7 @@ def _audit_stages(samples: SampleSet, config: AuditConfig, embedder, cache, note
                 todo = [(q, r) for qi, q in enumerate(order) for r in order[:qi]]
                 for done, (q, r) in enumerate(todo):
                     cross[(q, r)] = matcher.match(rows[q], rows[r])
-                    _confirm_exact(samples, table, cross[(q, r)])
+                    _confirm_exact(samples, table, cross[(q, r)], pool)
                     if progress is not None:
                         progress("search", done + 1, len(todo))
                 within = {s: matcher.match_within(rows[s]) for s in order}

@@ -663,5 +663,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
 
+def run() -> None:
+    """Console entry point: :func:`main`, then a fast exit once everything is written.
+
+    Tearing the interpreter down after a scan (freeing every object, unloading scipy,
+    scikit-learn, FAISS, TensorFlow) took 0.2 s of a 6.5 s scan of 20,000 images, and there is
+    nothing left for it to do: the report is written and closed, the cache closed, the worker
+    processes and threads joined. Only the console script and ``python -m`` exit this way;
+    :func:`main` stays a plain function for callers.
+    """
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:  # the reader left (`... | head`): nothing more can reach it
+        pass
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()
