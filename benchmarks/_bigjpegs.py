@@ -63,19 +63,23 @@ def _one(task: tuple[int, int, int, str]) -> None:
 
 def make_set(dest: Path, n: int, size: int, *, seed: int = 0, log=print) -> Path:
     """Write (or reuse) ``n`` distinct ``size`` px JPEGs under ``dest``; returns ``dest``."""
+    notes: list[str] = []
+    sources = [p for p in _photos.base_photos(notes) if _photos.thumb_std(p.image) >= _photos.BLANK_STD]
+    if not sources:
+        raise SystemExit("no source photographs found (see benchmarks/_photos.py)")
+    for note in notes:  # e.g. scikit-image missing: fewer photographs, a different set
+        log(f"  {note}")
+    photos = [p.image for p in sources]
+    # The photographs available (scikit-image's ship with its wheel) decide the set: a set cut
+    # from other photographs is not reused.
     params = {"n": n, "size": size, "seed": seed, "quality": QUALITY, "train_share": TRAIN_SHARE,
-              "version": 2}
+              "version": 2, "photos": [p.name for p in sources]}
     marker = dest / ".params.json"
     try:
         if json.loads(marker.read_text()) == params:
             return dest
     except (OSError, ValueError):
         pass
-    notes: list[str] = []
-    photos = [p.image for p in _photos.base_photos(notes)]
-    photos = [p for p in photos if _photos.thumb_std(p) >= _photos.BLANK_STD]
-    if not photos:
-        raise SystemExit("no source photographs found (see benchmarks/_photos.py)")
     if dest.exists():
         shutil.rmtree(dest)
     n_train = int(round(n * TRAIN_SHARE))

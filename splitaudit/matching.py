@@ -127,6 +127,15 @@ class Matches:
         return len(self.query)
 
 
+def _rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``values[rows]``; a view, not a copy, when the rows are consecutive (a split's rows are,
+    unless some of its files did not decode): the descriptors of every reference row copied
+    were 0.24 KB per image of a scan's peak memory."""
+    if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and (len(rows) < 2 or (np.diff(rows) == 1).all()):
+        return values[rows[0]:rows[-1] + 1]
+    return values[rows]
+
+
 def _popcount(x: np.ndarray) -> np.ndarray:
     return np.unpackbits(x, axis=-1).sum(axis=-1)
 
@@ -205,8 +214,8 @@ class Matcher:
         for _, ref_vecs, query_vecs, k, min_score in self.knn_signals():
             groups.setdefault((id(ref_vecs), k, min_score), (ref_vecs, []))[1].append(query_vecs)
         for (_, k, min_score), (ref_vecs, query_sets) in groups.items():
-            for nb in vector_knn_many(ref_vecs[reference], [qv[query] for qv in query_sets], k,
-                                      min_score=min_score):
+            for nb in vector_knn_many(_rows(ref_vecs, reference), [_rows(qv, query) for qv in query_sets],
+                                      k, min_score=min_score):
                 add(nb)
         pairs = np.concatenate(found)
         return np.unique(pairs, axis=0) if len(pairs) else pairs
