@@ -25,6 +25,7 @@ from splitaudit.report import (
     SplitPairSummary,
     Unreadable,
     decide_verdict,
+    shift_check_ids,
 )
 from splitaudit.sources import SampleSet, discover
 
@@ -64,8 +65,9 @@ EXACT_RECHECK_NCC = 0.995
 EXACT_RECHECK_NCC_MIXED = 0.98
 
 
-#: Modules the search imports on first use (faiss, scipy's sparse and image modules).
-SEARCH_MODULES = ("faiss", "scipy.sparse", "scipy.ndimage")
+#: Modules the search imports on first use (scipy's sparse and image modules come with the
+#: worker pool, :func:`~splitaudit.extract.scan_pool`).
+SEARCH_MODULES = ("faiss",)
 #: Modules the shift checks import on first use (scipy's statistics, scikit-learn).
 SHIFT_CHECK_MODULES = ("scipy.stats", "scipy.spatial.distance", "sklearn.linear_model",
                        "sklearn.decomposition", "sklearn.model_selection", "threadpoolctl")
@@ -476,8 +478,7 @@ def _scan_workers(samples: SampleSet, config: AuditConfig, embedder,
     """
     with scan_pool(config.workers, len(samples.samples), with_cnn=embedder is not None) as pool:
         if pool is not None and embedder is None:
-            ids = config.checks or tuple(REGISTRY)
-            shift = any(getattr(REGISTRY[c], "flags", None) for c in ids if c in REGISTRY)
+            shift = set(config.checks or REGISTRY) & set(shift_check_ids())
             prefetch.start(SEARCH_MODULES + (SHIFT_CHECK_MODULES if shift else ()))
         yield pool
 
@@ -536,8 +537,7 @@ def _audit_stages(samples: SampleSet, config: AuditConfig, embedder, cache, note
                         progress("search", done + 1, len(todo))
                 within = {s: matcher.match_within(rows[s]) for s in order}
         if matcher is not None:
-            matcher.pool = None  # closed with the stage
-            matcher.release()  # the checks do not search: their peak is 0.6 KB per image lower
+            matcher.release()  # the pool closed with the stage; the checks do not search
         timings["search"] = time.perf_counter() - t0
 
     unreadable = [Unreadable(k.path, k.split, k.reason) for k in samples.skipped]

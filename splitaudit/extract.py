@@ -14,9 +14,8 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
 import contextlib
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -170,12 +169,11 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def default_workers(with_cnn: bool) -> int:
+def default_workers() -> int:
     """Decoding processes to start: one per core.
 
     With the CNN too (they then run at lower priority, :data:`CNN_WORKER_NICE`): on 2 cores a
-    20,000-image full scan took 60.2 s with two, 62.5 s with one (``with_cnn`` is kept for
-    callers; the count no longer depends on it).
+    20,000-image full scan took 60.2 s with two, 62.5 s with one.
     """
     return max(1, available_cores())
 
@@ -214,7 +212,7 @@ def _result(item: tuple) -> object:
     return value if future is None else future.get()
 
 
-@contextmanager
+@contextlib.contextmanager
 def scan_pool(workers: int | None, n_samples: int, *, with_cnn: bool) -> Iterator[ScanPool | None]:
     """The worker processes of a scan, or None (``workers`` 0, or too few samples to pay off).
 
@@ -223,7 +221,7 @@ def scan_pool(workers: int | None, n_samples: int, *, with_cnn: bool) -> Iterato
     the workers run at lower priority (:data:`CNN_WORKER_NICE`).
     """
     if workers is None:
-        workers = default_workers(with_cnn)
+        workers = default_workers()
     if workers == 0 or n_samples < MIN_PARALLEL:
         yield None
         return
@@ -351,7 +349,7 @@ def _fingerprint(
 
     def flush(force: bool) -> None:
         batch = embedder.batch_size
-        if not force and not getattr(embedder, "ready", True) and len(pending_idx) < early:
+        if not force and not embedder.ready and len(pending_idx) < early:
             return  # the model is still being built: keep decoding ahead
         while pending_idx and (force or len(pending_idx) >= batch):
             take = len(pending_idx) if force else batch
@@ -398,14 +396,13 @@ def _fingerprint(
 
     if not todo:
         return
-    start_build = getattr(embedder, "start_build", None)  # optional for an embedder
     with scan_pool(workers, len(todo), with_cnn=embedder is not None) if pool is None \
             else contextlib.nullcontext(pool) as workers_pool:
         if workers_pool is None:
             results: Iterator[_ChunkResult] = map(_work, tasks)
         else:
-            if start_build is not None:
-                start_build()  # the processes exist: see Embedder.start_build
+            if embedder is not None:
+                embedder.start_build()  # the processes exist: see Embedder.start_build
             # A few chunks per worker in flight: enough to hide latency, few enough that decoded
             # images never pile up faster than the CNN consumes them.
             results = workers_pool.run_ordered(_work, tasks, window=3 * workers_pool.size)
@@ -413,9 +410,7 @@ def _fingerprint(
             absorb(res)
     if embedder is not None:
         flush(True)
-        wait_build = getattr(embedder, "wait_build", None)
-        if wait_build is not None:
-            wait_build()  # even with nothing embedded: no import may still run after this
+        embedder.wait_build()  # even with nothing embedded: no import may still run after this
 
 
 class _CacheSink(_Sink):

@@ -449,8 +449,7 @@ def _decode_plain_jpeg(
     mode = _PLAIN_COLOURSPACES.get(colourspace)
     if mode is None or width < 1 or height < 1 or width * height > 2 * Image.MAX_IMAGE_PIXELS:
         return None  # CMYK/YCCK; or Pillow's own bomb limit, with Pillow's message
-    if max_pixels is not None and width * height > max_pixels:
-        raise DecodeError(f"decompression bomb: {width}x{height} pixels exceeds the limit of {max_pixels}")
+    _check_pixels(width, height, max_pixels)
     scale = 1
     if min(width, height) >= max(2 * min_side, full_size_below):  # as Pillow's draft()
         ratio = min(width // min_side, height // min_side)
@@ -464,17 +463,20 @@ def _decode_plain_jpeg(
         return None
     if arr.shape[:2] != shape:
         return None
-    if mode == "L":
-        arr = arr.reshape(shape)
-    short = min(shape)
-    if short > max(2 * min_side, full_size_below):  # as _to_rgb: box-reduce before grey -> RGB
-        arr = np.asarray(Image.fromarray(arr).reduce(short // min_side))
-    if mode == "L":
-        arr = np.repeat(arr[:, :, None], 3, axis=2)  # Pillow's L -> RGB replicates the grey
+    if mode == "L" or min(shape) > max(2 * min_side, full_size_below):
+        # Grey to RGB, or a box reduction still to make: the Pillow path's own step.
+        arr = np.asarray(_to_rgb(Image.fromarray(arr.reshape(shape) if mode == "L" else arr),
+                                 min_side, full_size_below))
     arr.flags.writeable = False  # as the Pillow path's array (see load_rgb_bytes)
     info = ImageInfo(width=width, height=height, format="JPEG", mode=mode, n_frames=1,
                      file_size=len(data), quantization=table)
     return arr, info
+
+
+def _check_pixels(width: int, height: int, max_pixels: int | None) -> None:
+    """The decompression-bomb check, on the size read from the header."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise DecodeError(f"decompression bomb: {width}x{height} pixels exceeds the limit of {max_pixels}")
 
 
 def _decode(
@@ -486,10 +488,7 @@ def _decode(
         quantization = _luma_quantization(im)  # parsed with the header: no extra pass
         if width < 1 or height < 1:
             raise DecodeError("corrupt image data: zero width or height")
-        if max_pixels is not None and width * height > max_pixels:
-            raise DecodeError(
-                f"decompression bomb: {width}x{height} pixels exceeds the limit of {max_pixels}"
-            )
+        _check_pixels(width, height, max_pixels)
         if min(width, height) >= max(2 * min_side, full_size_below):
             # JPEG only (a no-op for other formats): let libjpeg scale by 1/2..1/8 while
             # decoding, keeping both sides >= min_side. Far faster and smaller than full

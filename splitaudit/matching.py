@@ -131,7 +131,7 @@ def _rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """``values[rows]``; a view, not a copy, when the rows are consecutive (a split's rows are,
     unless some of its files did not decode): the descriptors of every reference row copied
     were 0.24 KB per image of a scan's peak memory."""
-    if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and (len(rows) < 2 or (np.diff(rows) == 1).all()):
+    if len(rows) and (np.diff(rows) == 1).all():
         return values[rows[0]:rows[-1] + 1]
     return values[rows]
 
@@ -175,8 +175,9 @@ class Matcher:
         return self._descriptors
 
     def release(self) -> None:
-        """Drop what only the search uses (the descriptors, 0.6 KB per image), e.g. before the
-        checks; it is made again if asked for."""
+        """Drop what only the search uses, once it is over: the worker pool (the scan closes it)
+        and the descriptors (0.6 KB per image of the checks' peak; made again if asked for)."""
+        self.pool = None
         self._descriptors = None
 
     def prepared(self, rows: np.ndarray) -> np.ndarray:

@@ -188,9 +188,16 @@ class FakeEmbedder:
     """Stands in for the CNN: the identity and call count are what the cache sees."""
 
     dim, input_size, batch_size = 8, 32, 16
+    ready = True  # no model to build: start_build and wait_build have nothing to do
 
     def __init__(self, name: str) -> None:
         self.name, self.calls = name, 0
+
+    def start_build(self) -> None:
+        pass
+
+    def wait_build(self) -> None:
+        pass
 
     def identity(self) -> str:
         return f"fake|{self.name}"
