@@ -23,7 +23,9 @@ imports, encoding and search). Medians over the rounds; the speed ratio splitaud
 taken per round (the two runs side by side) and its median reported.
 
 Also: the CNN alone (``Embedder.embed`` on preloaded uint8 batches at the scan's input size,
-after a warm-up batch), to set the full scan's throughput against; and each splitaudit mode on
+after a warm-up batch), to set the full scan's throughput against, run two ways
+(``CNN_EXECUTIONS``): as the scan runs it (the reference), and as TensorFlow runs a Keras model
+by default (the previous sessions' reference, ~1.5x slower); and each splitaudit mode on
 a small subset of every set, so the memory growth per image beyond the fixed part (model,
 libraries) is ``(peak(N) - peak(small)) / (N - small)``.
 
@@ -218,33 +220,57 @@ s = DEFAULT_INPUT_SIZE
 files = args["files"]
 batch = np.stack([np.asarray(Image.open(f).convert("RGB").resize((s, s), Image.Resampling.BILINEAR))
                   for f in files]).astype(np.uint8)
-emb = Embedder(weights=args["weights"], input_size=s)
+emb = Embedder(weights=args["weights"], input_size=s, **args["embedder"])
+if args["part_size"]:
+    emb.part_size = args["part_size"]
 emb.embed(batch[: emb.batch_size])  # build + trace
 rates = []
 for _ in range(args["repeat"]):
     t = time.perf_counter()
     emb.embed(batch)
     rates.append(len(batch) / (time.perf_counter() - t))
-json.dump({"input_size": s, "batch_size": emb.batch_size, "images": len(batch),
+json.dump({"input_size": s, "batch_size": emb.batch_size, "part_size": emb.part_size, "images": len(batch),
            "images_per_s_runs": [round(r, 1) for r in rates]}, open(sys.argv[2], "w"))
 """
 
+#: How the CNN alone is run. "scan": as ``splitaudit scan`` runs it (default batch, parts of
+#: ``PART_SIZE`` side by side, one TensorFlow thread per op, ``TF_NUM_INTRAOP_THREADS=1``, which
+#: the CLI sets): the reference of the full-scan target. "tensorflow_default": a batch of 64 in
+#: one part, each op split over every core, as TensorFlow runs a Keras model unless told
+#: otherwise (the reference of sessions 1-4).
+CNN_EXECUTIONS = {
+    "scan": ({"TF_NUM_INTRAOP_THREADS": "1"}, {}, 0),
+    "tensorflow_default": ({}, {"batch_size": 64}, 64),
+}
+
 
 def cnn_alone(weights: Path, root: Path, n: int, repeat: int) -> dict:
+    """Throughput of ``Embedder.embed`` on preloaded images, per execution (``CNN_EXECUTIONS``).
+
+    The top-level fields are the "scan" execution's; each execution's are under ``executions``.
+    """
     files = sorted(str(p) for p in root.rglob("*.jpg"))[:n]
+    found = {}
     with tempfile.TemporaryDirectory(prefix="splitaudit-cnn-") as tmp:
         script, argf, outf = Path(tmp, "cnn.py"), Path(tmp, "args.json"), Path(tmp, "out.json")
         script.write_text(CNN_ALONE)
-        argf.write_text(json.dumps({"files": files, "weights": os.fspath(weights), "repeat": repeat}))
-        before = loadavg()
-        proc = subprocess.run([sys.executable, os.fspath(script), os.fspath(argf), os.fspath(outf)],
-                              env=splitaudit_env(), capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise SystemExit("CNN-alone measurement failed:\n" + proc.stderr[-2000:])
-        out = json.loads(outf.read_text())
-    out["images_per_s"] = median(out["images_per_s_runs"])
-    out["loadavg_before"], out["loadavg_after"] = before, loadavg()
-    return out
+        for name, (env_extra, kwargs, part_size) in CNN_EXECUTIONS.items():
+            argf.write_text(json.dumps({"files": files, "weights": os.fspath(weights), "repeat": repeat,
+                                        "embedder": kwargs, "part_size": part_size}))
+            env = splitaudit_env()
+            env.pop("TF_NUM_INTRAOP_THREADS", None)
+            env.update(env_extra)
+            before = loadavg()
+            proc = subprocess.run([sys.executable, os.fspath(script), os.fspath(argf), os.fspath(outf)],
+                                  env=env, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise SystemExit("CNN-alone measurement failed:\n" + proc.stderr[-2000:])
+            out = json.loads(outf.read_text())
+            out["images_per_s"] = median(out["images_per_s_runs"])
+            out["loadavg_before"], out["loadavg_after"] = before, loadavg()
+            out["env"] = env_extra
+            found[name] = out
+    return {**found["scan"], "executions": found}
 
 
 # ------------------------------------------------------------------------------------------
@@ -359,7 +385,9 @@ def main(argv: list[str] | None = None) -> int:
             src = sets.get("256", next(iter(sets.values())))[0]
             log(f"CNN alone: Embedder.embed on {args.cnn_alone_images} preloaded images ...")
             cnn = cnn_alone(args.weights, src, args.cnn_alone_images, max(3, args.repeat))
-            log(f"  {cnn['images_per_s']:.0f} img/s at {cnn['input_size']} px (runs {cnn['images_per_s_runs']})")
+            for name, ex in cnn["executions"].items():
+                log(f"  {name}: {ex['images_per_s']:.0f} img/s at {ex['input_size']} px, batch "
+                    f"{ex['batch_size']} in parts of {ex['part_size']} (runs {ex['images_per_s_runs']})")
         for name, (root, small) in sets.items():
             n = count_images(root)
             tools = tools_for(args, name, n, ready)
@@ -470,10 +498,14 @@ def check_targets(results: dict, cnn: dict | None) -> list[dict]:
         full = res["tools"].get("splitaudit full (CNN)")
         if full and cnn:
             fp = full["summary"]["stages_s"].get("fingerprint")
-            add(f"full scan on {name}: end-to-end img/s / CNN-alone img/s",
-                round(full["summary"]["images_per_s"] / cnn["images_per_s"], 3), TARGETS["full_vs_cnn_alone"],
-                note=("fingerprint stage alone: "
-                      f"{round(res['images'] / fp / cnn['images_per_s'], 3)}" if fp else ""))
+            rate = full["summary"]["images_per_s"]
+            default = cnn.get("executions", {}).get("tensorflow_default")
+            notes = [f"fingerprint stage alone: {round(res['images'] / fp / cnn['images_per_s'], 3)}"] if fp else []
+            if default:
+                notes.append(f"vs the CNN as TensorFlow runs it by default "
+                             f"({default['images_per_s']:.0f} img/s): {round(rate / default['images_per_s'], 3)}")
+            add(f"full scan on {name}: end-to-end img/s / CNN-alone img/s ({cnn['images_per_s']:.0f})",
+                round(rate / cnn["images_per_s"], 3), TARGETS["full_vs_cnn_alone"], note="; ".join(notes))
         pc = res["tools"].get("imagededup CNN (random weights)")
         if pc and "speedup_of_splitaudit" in pc:
             add(f"full scan vs imagededup CNN on {name} (x)", pc["speedup_of_splitaudit"]["median"],
@@ -496,8 +528,11 @@ def markdown(results: dict, cnn: dict | None, targets: list[dict], skipped: dict
                f"{len(os.sched_getaffinity(0))} cores" + (" (machine busy: figures not final)"
                                                           if load > 2.5 else ""))
     if cnn:
-        out.append(f"\nCNN alone (Embedder.embed, {cnn['images']} preloaded images, {cnn['input_size']} px, "
-                   f"batch {cnn['batch_size']}): {cnn['images_per_s']:.0f} img/s (runs {cnn['images_per_s_runs']})")
+        for name, ex in cnn.get("executions", {"scan": cnn}).items():
+            out.append(f"\nCNN alone, {name} execution (Embedder.embed, {ex['images']} preloaded images, "
+                       f"{ex['input_size']} px, batch {ex['batch_size']} in parts of {ex.get('part_size', ex['batch_size'])}"
+                       f"{', ' + ' '.join(f'{k}={v}' for k, v in ex.get('env', {}).items()) if ex.get('env') else ''})"
+                       f": {ex['images_per_s']:.0f} img/s (runs {ex['images_per_s_runs']})")
     for name, res in results.items():
         label = {"cifar": "CIFAR-10 32 px JPEGs"}.get(name, f"{name} px JPEGs")
         out.append(f"\n### {label}: {res['images']:,} images\n")

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from splitaudit.errors import invalid_param
+from splitaudit.fingerprints.embedder import DEFAULT_BATCH_SIZE
 from splitaudit.matching import MatchConfig
 from splitaudit.report import FAIL_ON, FAIL_ON_STATUSES, parse_fail_on
 
@@ -28,7 +29,7 @@ class AuditConfig:
     input_size : int or None
         CNN input side (None: the embedder's default).
     batch_size : int
-        CNN batch size.
+        CNN batch size (``Embedder.batch_size``).
     workers : int or None
         Decoding processes (None: automatic; 0: in-process).
     max_pixels : int or None
@@ -63,7 +64,7 @@ class AuditConfig:
     download_weights: bool = False
     require_embeddings: bool = False
     input_size: int | None = None
-    batch_size: int = 64
+    batch_size: int = DEFAULT_BATCH_SIZE
     workers: int | None = None
     max_pixels: int | None = None
     fail_on: str = "near"

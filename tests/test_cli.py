@@ -190,3 +190,23 @@ def test_cnn_scan_keeps_tensorflow_chatter_off_stderr(leaky_dataset, random_weig
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "r.json").read_text())["settings"]["embedder"]
     assert "I0000" not in proc.stderr and "absl" not in proc.stderr and "oneDNN" not in proc.stderr, proc.stderr
+
+
+def test_cnn_scan_runs_each_tensorflow_op_on_one_thread(leaky_dataset, random_weights, monkeypatch):
+    # The CLI's process is its own: the CNN's batch parts run side by side, one thread per op.
+    import os
+
+    from splitaudit import cli
+
+    root, _ = leaky_dataset
+    parser = cli.build_parser()
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
+    cli._Settings(parser.parse_args(["scan", str(root), "--no-embeddings"]), "scan")
+    assert "TF_NUM_INTRAOP_THREADS" not in os.environ  # no CNN: nothing set
+    settings = cli._Settings(parser.parse_args(["scan", str(root), "--weights", str(random_weights)]),
+                             "scan")
+    assert os.environ["TF_NUM_INTRAOP_THREADS"] == "1" and settings.config.batch_size == 64
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "4")  # the user's choice wins
+    settings = cli._Settings(parser.parse_args(["scan", str(root), "--weights", str(random_weights),
+                                                "--batch-size", "32"]), "scan")
+    assert os.environ["TF_NUM_INTRAOP_THREADS"] == "4" and settings.config.batch_size == 32

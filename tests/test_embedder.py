@@ -278,6 +278,17 @@ def test_batches_do_not_change_results_or_retrace(embedder):
     assert embedder._forward.experimental_get_tracing_count() == 1
 
 
+def test_batch_parts_and_their_padding_do_not_change_results(new_format_file, source_model):
+    # A batch of 48 is cut into 6 parts of 8 (smaller parts with more than 6 cores): 10 and 25
+    # images are padded with blank ones to a multiple of the part size, never in the output.
+    e = Embedder(weights=new_format_file, input_size=SIZE, batch_size=48)
+    assert e.part_size == max(1, min(8, 48 // (os.cpu_count() or 1)))
+    for n in (10, 25, 1):
+        x = images(n, seed=n)
+        np.testing.assert_allclose(e.embed(x), reference_embeddings(source_model, x), atol=1e-5)
+    assert e._forward.experimental_get_tracing_count() == 1
+
+
 def test_empty_and_non_contiguous_input(embedder):
     assert embedder.embed(np.zeros((0, SIZE, SIZE, 3), np.uint8)).shape == (0, EMBEDDING_DIM)
     x = images(3, seed=2)
