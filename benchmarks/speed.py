@@ -221,26 +221,34 @@ files = args["files"]
 batch = np.stack([np.asarray(Image.open(f).convert("RGB").resize((s, s), Image.Resampling.BILINEAR))
                   for f in files]).astype(np.uint8)
 emb = Embedder(weights=args["weights"], input_size=s, **args["embedder"])
-if args["part_size"]:
-    emb.part_size = args["part_size"]
-emb.embed(batch[: emb.batch_size])  # build + trace
+embed, part = emb.embed, emb.part_size
+if args["plain"]:  # the Keras model called as it is, the whole batch at once
+    import tensorflow as tf
+    emb.embed(batch[:1])
+    model, part = emb._model, emb.batch_size
+    @tf.function(input_signature=[tf.TensorSpec((None, s, s, 3), tf.uint8)])
+    def plain(x):
+        return tf.math.l2_normalize(model(tf.cast(x, tf.float32) / 127.5 - 1.0, training=False), axis=1)
+    def embed(x):
+        return np.concatenate([plain(x[i:i + part]).numpy() for i in range(0, len(x), part)])
+embed(batch[: emb.batch_size])  # build + trace
 rates = []
 for _ in range(args["repeat"]):
     t = time.perf_counter()
-    emb.embed(batch)
+    embed(batch)
     rates.append(len(batch) / (time.perf_counter() - t))
-json.dump({"input_size": s, "batch_size": emb.batch_size, "part_size": emb.part_size, "images": len(batch),
+json.dump({"input_size": s, "batch_size": emb.batch_size, "part_size": part, "images": len(batch),
            "images_per_s_runs": [round(r, 1) for r in rates]}, open(sys.argv[2], "w"))
 """
 
 #: How the CNN alone is run. "scan": as ``splitaudit scan`` runs it (default batch, parts of
 #: ``PART_SIZE`` side by side, one TensorFlow thread per op, ``TF_NUM_INTRAOP_THREADS=1``, which
-#: the CLI sets): the reference of the full-scan target. "tensorflow_default": a batch of 64 in
-#: one part, each op split over every core, as TensorFlow runs a Keras model unless told
-#: otherwise (the reference of sessions 1-4).
+#: the CLI sets): the reference of the full-scan target. "tensorflow_default": the Keras model
+#: called on whole batches of 64, each op split over every core, as TensorFlow runs it unless
+#: told otherwise (the reference of sessions 1-4).
 CNN_EXECUTIONS = {
-    "scan": ({"TF_NUM_INTRAOP_THREADS": "1"}, {}, 0),
-    "tensorflow_default": ({}, {"batch_size": 64}, 64),
+    "scan": ({"TF_NUM_INTRAOP_THREADS": "1"}, {}, False),
+    "tensorflow_default": ({}, {"batch_size": 64}, True),
 }
 
 
@@ -254,9 +262,9 @@ def cnn_alone(weights: Path, root: Path, n: int, repeat: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="splitaudit-cnn-") as tmp:
         script, argf, outf = Path(tmp, "cnn.py"), Path(tmp, "args.json"), Path(tmp, "out.json")
         script.write_text(CNN_ALONE)
-        for name, (env_extra, kwargs, part_size) in CNN_EXECUTIONS.items():
+        for name, (env_extra, kwargs, plain) in CNN_EXECUTIONS.items():
             argf.write_text(json.dumps({"files": files, "weights": os.fspath(weights), "repeat": repeat,
-                                        "embedder": kwargs, "part_size": part_size}))
+                                        "embedder": kwargs, "plain": plain}))
             env = splitaudit_env()
             env.pop("TF_NUM_INTRAOP_THREADS", None)
             env.update(env_extra)

@@ -42,6 +42,11 @@ from splitaudit.errors import invalid_param
 
 #: Query rows per FAISS call: bounds the (batch, k) result arrays and keeps progress granular.
 QUERY_BATCH = 4096
+#: Bytes of float32 reference rows the exact vector search holds at a time. The references
+#: (float16 embeddings) are widened block by block, never whole: a float32 index of the largest
+#: exact set, 65,536 1280-d embeddings, would be 335 MB (5 KB per image); the thumbnail
+#: descriptors of up to ~35,000 images fit in one block.
+EXACT_BLOCK_BYTES = 16 << 20
 
 #: "auto" picks the index by reference size; "exact" forces the flat indexes (bit-identical
 #: to the historical results), "approximate" forces the IVF / multi-index ones at any size.
@@ -277,26 +282,47 @@ def vector_knn_many(
     k = min(k, len(reference))
     if index_kind == "ivf":
         return _ivf_knn(reference, queries, k, min_score)
+    return _exact_knn_many(reference, queries, k, min_score)
+
+
+def _exact_knn_many(reference: np.ndarray, queries: Sequence[np.ndarray], k: int,
+                    min_score: float) -> list[Neighbours]:
+    """Exact k-NN of each query set, reference block by block (:data:`EXACT_BLOCK_BYTES`).
+
+    Each block's k best per query are merged by score; a stable sort keeps the lower reference
+    row first among equal scores, as one search of all the references does.
+    """
     faiss = _faiss()
-    index = faiss.IndexFlatIP(reference.shape[1])
-    for start in range(0, len(reference), QUERY_BATCH * 4):
-        index.add(np.ascontiguousarray(reference[start:start + QUERY_BATCH * 4], np.float32))
+    step = max(k, EXACT_BLOCK_BYTES // (4 * reference.shape[1]))
+    found: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in queries]
+    for start in range(0, len(reference), step):
+        block = np.ascontiguousarray(reference[start:start + step], np.float32)
+        kb = min(k, len(block))
+        for query, out in zip(queries, found):
+            sims = np.empty((len(query), kb), np.float32)
+            idx = np.empty((len(query), kb), np.int64)
+            for q in range(0, len(query), QUERY_BATCH):
+                sims[q:q + QUERY_BATCH], idx[q:q + QUERY_BATCH] = faiss.knn(
+                    np.ascontiguousarray(query[q:q + QUERY_BATCH], np.float32), block, kb,
+                    metric=faiss.METRIC_INNER_PRODUCT)
+            out.append((sims, np.where(idx >= 0, idx + start, -1)))
     results = []
-    for query in queries:
+    for query, parts in zip(queries, found):
         if len(query) == 0:
             results.append(Neighbours.empty())
             continue
-        results.append(_flat_search(index, query, k, min_score))
+        sims = np.concatenate([p[0] for p in parts], axis=1)
+        idx = np.concatenate([p[1] for p in parts], axis=1)
+        if len(parts) > 1:
+            best = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+            sims = np.take_along_axis(sims, best, axis=1)
+            idx = np.take_along_axis(idx, best, axis=1)
+        out_q: list = []
+        out_r: list = []
+        out_s: list = []
+        _keep_pairs(out_q, out_r, out_s, 0, sims, idx, min_score)
+        results.append(_concat(out_q, out_r, out_s))
     return results
-
-
-def _flat_search(index, query: np.ndarray, k: int, min_score: float) -> Neighbours:
-    """k-NN of ``query`` in a flat FAISS index, in :data:`QUERY_BATCH` batches."""
-    out_q, out_r, out_s = [], [], []
-    for start in range(0, len(query), QUERY_BATCH):
-        sims, idx = index.search(np.ascontiguousarray(query[start:start + QUERY_BATCH], np.float32), k)
-        _keep_pairs(out_q, out_r, out_s, start, sims, idx, min_score)
-    return _concat(out_q, out_r, out_s)
 
 
 def _keep_pairs(out_q: list, out_r: list, out_s: list, start: int, sims: np.ndarray,
@@ -398,10 +424,8 @@ class IvfIndex:
         faiss = _faiss()
         n, d = reference.shape
         self.reference = reference
-        self.flat = None
-        if n < IVF_MIN_ROWS:
-            self.flat = faiss.IndexFlatIP(d)
-            self.flat.add(np.ascontiguousarray(reference, np.float32))
+        self.flat = n < IVF_MIN_ROWS  # too few rows to train on: searched exactly
+        if self.flat:
             return
         nlist = ivf_lists(n)
         # A fixed seed: the same inputs give the same index, hence the same candidates.
@@ -528,8 +552,8 @@ class IvfIndex:
         k = min(k, n)
         if len(query) == 0 or k <= 0:
             return Neighbours.empty()
-        if self.flat is not None:
-            return _flat_search(self.flat, query, k, min_score)
+        if self.flat:
+            return _exact_knn_many(self.reference, [query], k, min_score)[0]
         shortlist = min(n, max(IVF_SHORTLIST_MIN, IVF_SHORTLIST_FACTOR * k))
         params = _faiss().IndexRefineSearchParameters(k_factor=float(IVF_REFINE_FACTOR))
         parts = _map_batches(

@@ -92,6 +92,34 @@ def test_small_references_stay_exact_and_identical_to_a_flat_index():
     np.testing.assert_array_equal(auto.query, np.repeat(np.arange(40), 4))
 
 
+@pytest.mark.parametrize("rows_per_block", [1, 7, 64, 10_000])
+def test_exact_search_block_by_block_finds_the_true_nearest(rows_per_block, monkeypatch):
+    # float16 references widened a block at a time must give what one flat index gives: the
+    # same scores and the same rows, except where scores tie (41 equal rows below), where any
+    # of the tied rows is right (FAISS' own order among equal scores follows its BLAS blocks).
+    import faiss
+
+    d, k = 40, 4
+    ref = clustered_vectors(600, d, seed=20)
+    ref[300:340] = ref[10]
+    ref = ref.astype(np.float16)
+    query = np.concatenate([clustered_vectors(30, d, seed=21), ref[[10, 5, 599]].astype(np.float32)])
+    monkeypatch.setattr(neighbours, "EXACT_BLOCK_BYTES", rows_per_block * 4 * d)
+    got = vector_knn(ref, query, k, mode="exact")
+    flat = faiss.IndexFlatIP(d)
+    flat.add(ref.astype(np.float32))
+    sims, idx = flat.search(query, k)
+    np.testing.assert_array_equal(got.query, np.repeat(np.arange(len(query)), k))
+    np.testing.assert_allclose(got.score, sims.ravel(), atol=1e-6)
+    true = ref.astype(np.float64) @ query.astype(np.float64).T  # (N, M)
+    kth = np.sort(true, axis=0)[-k]
+    assert np.all(true[got.reference, got.query] >= kth[got.query] - 1e-6)
+    tied = {10, *range(300, 340)}
+    assert set(got.reference[got.query == 30]) <= tied and len(got.reference[got.query == 30]) == k
+    untied = ~np.isin(idx.ravel(), list(tied))
+    np.testing.assert_array_equal(got.reference[untied], idx.ravel()[untied])
+
+
 def test_vector_knn_many_equals_separate_searches():
     ref = clustered_vectors(3000, 32, seed=10)
     qa, qb = clustered_vectors(50, 32, seed=11), clustered_vectors(70, 32, seed=12)
