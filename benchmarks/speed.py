@@ -221,11 +221,12 @@ files = args["files"]
 batch = np.stack([np.asarray(Image.open(f).convert("RGB").resize((s, s), Image.Resampling.BILINEAR))
                   for f in files]).astype(np.uint8)
 emb = Embedder(weights=args["weights"], input_size=s, **args["embedder"])
-embed, part = emb.embed, emb.part_size
+embed = emb.embed
+emb.embed(batch[:1])  # build
+parts = emb.parts
 if args["plain"]:  # the Keras model called as it is, the whole batch at once
     import tensorflow as tf
-    emb.embed(batch[:1])
-    model, part = emb._model, emb.batch_size
+    model, part, parts = emb._model, emb.batch_size, 1
     @tf.function(input_signature=[tf.TensorSpec((None, s, s, 3), tf.uint8)])
     def plain(x):
         return tf.math.l2_normalize(model(tf.cast(x, tf.float32) / 127.5 - 1.0, training=False), axis=1)
@@ -237,18 +238,20 @@ for _ in range(args["repeat"]):
     t = time.perf_counter()
     embed(batch)
     rates.append(len(batch) / (time.perf_counter() - t))
-json.dump({"input_size": s, "batch_size": emb.batch_size, "part_size": part, "images": len(batch),
+json.dump({"input_size": s, "batch_size": emb.batch_size, "parts": parts, "images": len(batch),
            "images_per_s_runs": [round(r, 1) for r in rates]}, open(sys.argv[2], "w"))
 """
 
-#: How the CNN alone is run. "scan": as ``splitaudit scan`` runs it (default batch, parts of
-#: ``PART_SIZE`` side by side, one TensorFlow thread per op, ``TF_NUM_INTRAOP_THREADS=1``, which
-#: the CLI sets): the reference of the full-scan target. "tensorflow_default": the Keras model
+#: How the CNN alone is run. "scan": as ``splitaudit scan`` runs it (default batch, parts side
+#: by side, one TensorFlow thread per op, ``TF_NUM_INTRAOP_THREADS=1``, which the CLI sets):
+#: the reference of the full-scan target. "tensorflow_default": the Keras model
 #: called on whole batches of 64, each op split over every core, as TensorFlow runs it unless
-#: told otherwise (the reference of sessions 1-4).
+#: told otherwise (the reference of sessions 1-4). "api": the embedder in a process whose
+#: TensorFlow threading is left at its default (``splitaudit.scan`` from a user's program).
 CNN_EXECUTIONS = {
     "scan": ({"TF_NUM_INTRAOP_THREADS": "1"}, {}, False),
     "tensorflow_default": ({}, {"batch_size": 64}, True),
+    "api": ({}, {}, False),
 }
 
 
@@ -395,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
             cnn = cnn_alone(args.weights, src, args.cnn_alone_images, max(3, args.repeat))
             for name, ex in cnn["executions"].items():
                 log(f"  {name}: {ex['images_per_s']:.0f} img/s at {ex['input_size']} px, batch "
-                    f"{ex['batch_size']} in parts of {ex['part_size']} (runs {ex['images_per_s_runs']})")
+                    f"{ex['batch_size']} in {ex['parts']} parts (runs {ex['images_per_s_runs']})")
         for name, (root, small) in sets.items():
             n = count_images(root)
             tools = tools_for(args, name, n, ready)
@@ -538,7 +541,7 @@ def markdown(results: dict, cnn: dict | None, targets: list[dict], skipped: dict
     if cnn:
         for name, ex in cnn.get("executions", {"scan": cnn}).items():
             out.append(f"\nCNN alone, {name} execution (Embedder.embed, {ex['images']} preloaded images, "
-                       f"{ex['input_size']} px, batch {ex['batch_size']} in parts of {ex.get('part_size', ex['batch_size'])}"
+                       f"{ex['input_size']} px, batch {ex['batch_size']} in {ex.get('parts', 1)} parts"
                        f"{', ' + ' '.join(f'{k}={v}' for k, v in ex.get('env', {}).items()) if ex.get('env') else ''})"
                        f": {ex['images_per_s']:.0f} img/s (runs {ex['images_per_s_runs']})")
     for name, res in results.items():

@@ -379,9 +379,10 @@ class _Settings:
 
         from splitaudit.fingerprints.embedder import DEFAULT_BATCH_SIZE
 
-        batch_size = getattr(args, "batch_size", None) or DEFAULT_BATCH_SIZE
-        if getattr(args, "batch_size", None) == 0:
+        batch_size = getattr(args, "batch_size", None)
+        if batch_size == 0:
             raise _usage("--batch-size must be at least 1")
+        batch_size = batch_size or DEFAULT_BATCH_SIZE
         self.config = AuditConfig(
             embeddings=self.embeddings, weights=pick(args.weights, "weights", None),
             download_weights=getattr(args, "download_weights", False),

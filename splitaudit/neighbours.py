@@ -48,8 +48,9 @@ QUERY_BATCH = 4096
 #: descriptors of up to ~35,000 images fit in one block.
 EXACT_BLOCK_BYTES = 16 << 20
 
-#: "auto" picks the index by reference size; "exact" forces the flat indexes (bit-identical
-#: to the historical results), "approximate" forces the IVF / multi-index ones at any size.
+#: "auto" picks the index by reference size; "exact" forces the exact searches (brute force,
+#: the results the accuracy figures were measured with), "approximate" forces the IVF /
+#: multi-index ones at any size.
 SEARCH_MODE = "auto"
 _MODES = ("auto", "exact", "approximate")
 
@@ -289,8 +290,9 @@ def _exact_knn_many(reference: np.ndarray, queries: Sequence[np.ndarray], k: int
                     min_score: float) -> list[Neighbours]:
     """Exact k-NN of each query set, reference block by block (:data:`EXACT_BLOCK_BYTES`).
 
-    Each block's k best per query are merged by score; a stable sort keeps the lower reference
-    row first among equal scores, as one search of all the references does.
+    Each block's k best per query are merged by score (a stable sort: among equal scores the
+    earlier block's rows come first). Where more than k references tie at the k-th score, which
+    of them are kept is arbitrary, as it is in one FAISS search of them all.
     """
     faiss = _faiss()
     step = max(k, EXACT_BLOCK_BYTES // (4 * reference.shape[1]))

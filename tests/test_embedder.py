@@ -278,15 +278,29 @@ def test_batches_do_not_change_results_or_retrace(embedder):
     assert embedder._forward.experimental_get_tracing_count() == 1
 
 
-def test_batch_parts_and_their_padding_do_not_change_results(new_format_file, source_model):
-    # A batch of 48 is cut into 6 parts of 8 (smaller parts with more than 6 cores): 10 and 25
-    # images are padded with blank ones to a multiple of the part size, never in the output.
+@pytest.mark.parametrize("one_thread_per_op", [False, True])
+def test_batch_parts_and_their_padding_do_not_change_results(new_format_file, source_model,
+                                                             one_thread_per_op, monkeypatch):
+    # 10 and 25 images are padded with blank images to a multiple of the parts, never output.
+    from splitaudit.fingerprints import embedder as module
+
+    monkeypatch.setattr(module, "_one_thread_per_op", lambda tf: one_thread_per_op)
     e = Embedder(weights=new_format_file, input_size=SIZE, batch_size=48)
-    assert e.part_size == max(1, min(8, 48 // (os.cpu_count() or 1)))
     for n in (10, 25, 1):
         x = images(n, seed=n)
         np.testing.assert_allclose(e.embed(x), reference_embeddings(source_model, x), atol=1e-5)
     assert e._forward.experimental_get_tracing_count() == 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert e.parts == min(48, max(cores, 6) if one_thread_per_op else cores)
+
+
+def test_parts_follow_tensorflow_threading(new_format_file):
+    e = Embedder(weights=new_format_file, input_size=SIZE, batch_size=64)
+    assert e.parts is None  # decided when the model is built
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert e._parts(True) == max(cores, 8)  # parts of 8 (PART_SIZE), at least one per core
+    assert e._parts(False) == min(64, cores)  # one per core
+    assert Embedder(weights=new_format_file, input_size=SIZE, batch_size=1)._parts(True) == 1
 
 
 def test_empty_and_non_contiguous_input(embedder):

@@ -61,20 +61,31 @@ WEIGHTS_FILE_HASH: str | None = None
 # mixes embeddings made with different preprocessing.
 _PREPROCESSING = "x/127.5-1"
 
-#: Images per part of a forward pass (at most). A batch is cut into parts that TensorFlow runs
-#: side by side on its inter-op threads (``tf.map_fn`` with parallel iterations), each part's ops
-#: on one core: MobileNetV2's many small ops then never wait for each other's threads. On the
-#: 2-core CPU (112 px, one intra-op thread, medians of clean runs): one part of 64 ran at 269
-#: img/s (one core), 4 parts of 16 at 570, 8 parts of 8 at 640; TensorFlow's default (every op
-#: split over both cores, one part) at 446. Eight explicit branches of 16 ran at 650 but cost
-#: 3.8 s of tracing and graph optimisation at start-up instead of 1.1 s.
+#: Images per part of a forward pass (at most) when TensorFlow runs each op on one thread. A
+#: batch is cut into parts that TensorFlow runs side by side on its inter-op threads
+#: (``tf.map_fn`` with parallel iterations): MobileNetV2's many small ops then never wait for
+#: each other's threads. On the 2-core CPU (112 px, batch 64, medians of clean runs): one part
+#: of 64 ran at 269 img/s (one core), 2 parts of 32 at 597, 8 parts of 8 at 620-640; TensorFlow's
+#: default (every op split over both cores, one part) at 434-454. Eight explicit branches of 16
+#: ran at 650 but cost 3.8 s of tracing and graph optimisation at start-up instead of 1.1 s.
+#: With TensorFlow's default threading the best is one part per core: 2 parts of 32 ran at 540
+#: img/s, 4 of 16 at 515, 8 of 8 at 436-467 (see :meth:`Embedder._parts`).
 PART_SIZE = 8
 
-#: Images per forward pass by default: 8 parts of 8 on 2 cores (see ``PART_SIZE``).
+#: Images per forward pass by default (see ``PART_SIZE``).
 DEFAULT_BATCH_SIZE = 64
 
 # Owner named in parameter errors: users reach the embedder through scan.
 _OWNER = "scan"
+
+
+def _one_thread_per_op(tf: Any) -> bool:
+    """Whether TensorFlow runs each op on one thread (its configuration, or the environment
+    variable it reads at start-up)."""
+    configured = tf.config.threading.get_intra_op_parallelism_threads()
+    if configured:
+        return configured == 1
+    return os.environ.get("TF_NUM_INTRAOP_THREADS", "").strip() == "1"
 
 
 def _keras_cache_dirs() -> list[Path]:
@@ -224,14 +235,15 @@ class Embedder:
         Side of the square input, in [32, 512]. The 224 ImageNet weights are used at every size
         (MobileNetV2 is fully convolutional).
     batch_size : int
-        Images per forward pass (>= 1), run as parts of ``part_size`` images side by side.
+        Images per forward pass (>= 1), run as ``parts`` parts side by side.
 
     Attributes
     ----------
     input_size : int
     batch_size : int
-    part_size : int
-        Images per part: ``PART_SIZE``, or fewer so that a batch has a part for every core.
+    parts : int or None
+        Parts a batch is cut into (:meth:`_parts`), decided when the model is built (None
+        before).
     dim : int
         Embedding dimension (1280).
     weights_path : pathlib.Path
@@ -249,12 +261,13 @@ class Embedder:
     -----
     The model is built on first use. Batches run through one ``tf.function`` traced once with
     an unknown batch dimension, so a last partial batch does not retrace; it is padded to a
-    multiple of ``part_size`` with blank images (fewer than ``part_size`` of extra work).
+    multiple of ``parts`` with blank images (fewer than ``parts`` of extra work).
     TensorFlow releases the GIL while it runs, so callers may decode images in other threads.
 
-    The parts run best with one intra-op thread per op (``TF_NUM_INTRAOP_THREADS=1``), which
-    the ``splitaudit`` command sets for its own process; in a user's process TensorFlow's
-    threading is left as the user has it.
+    The parts run best with one thread per op (``TF_NUM_INTRAOP_THREADS=1``), which the
+    ``splitaudit`` command sets for its own process: 8 parts of 8 on 2 cores. In a user's
+    process TensorFlow's threading is left as the user has it, and a batch has one part per
+    core.
     """
 
     def __init__(
@@ -285,7 +298,7 @@ class Embedder:
             raise invalid_param("batch_size", _OWNER, "an integer >= 1", batch_size)
         self.input_size = int(input_size)
         self.batch_size = int(batch_size)
-        self.part_size = max(1, min(PART_SIZE, self.batch_size // (os.cpu_count() or 1)))
+        self.parts: int | None = None
         self.dim = EMBEDDING_DIM
         # Resolved now, so a missing file fails before a long scan starts reading images.
         self.weights_path = resolve_weights(weights, allow_download=allow_download)
@@ -362,7 +375,7 @@ class Embedder:
         for start in range(0, n, self.batch_size):
             batch = images[start : start + self.batch_size]
             m = len(batch)
-            pad = -m % self.part_size
+            pad = -m % self.parts
             if pad:  # the parts are equal: a last partial batch gets blank images
                 batch = np.concatenate([batch, np.zeros((pad, s, s, 3), np.uint8)])
             out[start : start + m] = forward(np.ascontiguousarray(batch)).numpy()[:m]
@@ -432,7 +445,7 @@ class Embedder:
         )
         self._load_weights(model)
 
-        part = self.part_size
+        self.parts = parts = self._parts(_one_thread_per_op(tf))
         dim = self.dim
 
         @tf.function(
@@ -441,12 +454,12 @@ class Embedder:
         )
         def forward(x: Any) -> Any:
             x = tf.cast(x, tf.float32) * (1.0 / 127.5) - 1.0
-            # Parts side by side (see PART_SIZE); the batch is a multiple of ``part``.
+            # Parts side by side (see PART_SIZE); the batch is a multiple of ``parts``.
             features = tf.map_fn(
                 lambda p: model(p, training=False),
-                tf.reshape(x, (-1, part, s, s, 3)),
-                parallel_iterations=-(-self.batch_size // part),
-                fn_output_signature=tf.TensorSpec((part, dim), tf.float32),
+                tf.reshape(x, (parts, -1, s, s, 3)),
+                parallel_iterations=parts,
+                fn_output_signature=tf.TensorSpec((None, dim), tf.float32),
             )
             return tf.math.l2_normalize(tf.reshape(features, (-1, dim)), axis=1)
 
@@ -454,6 +467,17 @@ class Embedder:
         forward.get_concrete_function()
         self._model = model
         self._forward = forward
+
+    def _parts(self, one_thread_per_op: bool) -> int:
+        """Parts a batch is cut into (see ``PART_SIZE``).
+
+        With one thread per op, parts of ``PART_SIZE`` images, and at least one per core; with
+        ops split over the cores, one part per core. Never more parts than images.
+        """
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        cores = max(1, cores or 1)
+        wanted = max(cores, -(-self.batch_size // PART_SIZE)) if one_thread_per_op else cores
+        return min(self.batch_size, wanted)
 
     def _load_weights(self, model: Any) -> None:
         """Load ``weights_path`` into ``model`` and prove every array was loaded.
