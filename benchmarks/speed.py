@@ -221,9 +221,8 @@ files = args["files"]
 batch = np.stack([np.asarray(Image.open(f).convert("RGB").resize((s, s), Image.Resampling.BILINEAR))
                   for f in files]).astype(np.uint8)
 emb = Embedder(weights=args["weights"], input_size=s, **args["embedder"])
-embed = emb.embed
-emb.embed(batch[:1])  # build
-parts = emb.parts
+emb.embed(batch[:1])  # builds the model, which decides the parts
+embed, parts = emb.embed, emb.parts
 if args["plain"]:  # the Keras model called as it is, the whole batch at once
     import tensorflow as tf
     model, part, parts = emb._model, emb.batch_size, 1
@@ -232,7 +231,7 @@ if args["plain"]:  # the Keras model called as it is, the whole batch at once
         return tf.math.l2_normalize(model(tf.cast(x, tf.float32) / 127.5 - 1.0, training=False), axis=1)
     def embed(x):
         return np.concatenate([plain(x[i:i + part]).numpy() for i in range(0, len(x), part)])
-embed(batch[: emb.batch_size])  # build + trace
+embed(batch[: emb.batch_size])  # warm-up (and the plain function's trace)
 rates = []
 for _ in range(args["repeat"]):
     t = time.perf_counter()

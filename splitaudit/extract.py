@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from splitaudit._os import available_cores
 from splitaudit.errors import DecodeError
 from splitaudit.fingerprints.chunk import ChunkFingerprints, fingerprint_chunk
 from splitaudit.fingerprints.hashes import DIGEST_BYTES, HASH_BYTES, THUMB_SIZE, file_digest
@@ -162,11 +163,6 @@ def _context() -> multiprocessing.context.BaseContext:
     if sys.platform.startswith("linux") and "tensorflow" not in sys.modules:
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context("spawn")
-
-
-def available_cores() -> int:
-    """Cores this process may run on (the affinity mask where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def default_workers() -> int:

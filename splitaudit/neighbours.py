@@ -38,6 +38,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from splitaudit._os import available_cores
 from splitaudit.errors import invalid_param
 
 #: Query rows per FAISS call: bounds the (batch, k) result arrays and keeps progress granular.
@@ -290,39 +291,41 @@ def _exact_knn_many(reference: np.ndarray, queries: Sequence[np.ndarray], k: int
                     min_score: float) -> list[Neighbours]:
     """Exact k-NN of each query set, reference block by block (:data:`EXACT_BLOCK_BYTES`).
 
-    Each block's k best per query are merged by score (a stable sort: among equal scores the
-    earlier block's rows come first). Where more than k references tie at the k-th score, which
-    of them are kept is arbitrary, as it is in one FAISS search of them all.
+    Each block's k best per query are merged into the best so far by score (a stable sort:
+    among equal scores the earlier block's rows come first), so only (M, k) results are held
+    per query set. Where more than k references tie at the k-th score, which of them are kept
+    is arbitrary, as it is in one FAISS search of them all.
     """
     faiss = _faiss()
     step = max(k, EXACT_BLOCK_BYTES // (4 * reference.shape[1]))
-    found: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in queries]
+    best: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(queries)
     for start in range(0, len(reference), step):
         block = np.ascontiguousarray(reference[start:start + step], np.float32)
         kb = min(k, len(block))
-        for query, out in zip(queries, found):
+        for qi, query in enumerate(queries):
             sims = np.empty((len(query), kb), np.float32)
             idx = np.empty((len(query), kb), np.int64)
             for q in range(0, len(query), QUERY_BATCH):
                 sims[q:q + QUERY_BATCH], idx[q:q + QUERY_BATCH] = faiss.knn(
                     np.ascontiguousarray(query[q:q + QUERY_BATCH], np.float32), block, kb,
                     metric=faiss.METRIC_INNER_PRODUCT)
-            out.append((sims, np.where(idx >= 0, idx + start, -1)))
+            idx = np.where(idx >= 0, idx + start, -1)
+            if best[qi] is not None:
+                sims = np.concatenate([best[qi][0], sims], axis=1)
+                idx = np.concatenate([best[qi][1], idx], axis=1)
+                top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+                sims = np.take_along_axis(sims, top, axis=1)
+                idx = np.take_along_axis(idx, top, axis=1)
+            best[qi] = (sims, idx)
     results = []
-    for query, parts in zip(queries, found):
-        if len(query) == 0:
+    for query, found in zip(queries, best):
+        if len(query) == 0 or found is None:
             results.append(Neighbours.empty())
             continue
-        sims = np.concatenate([p[0] for p in parts], axis=1)
-        idx = np.concatenate([p[1] for p in parts], axis=1)
-        if len(parts) > 1:
-            best = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-            sims = np.take_along_axis(sims, best, axis=1)
-            idx = np.take_along_axis(idx, best, axis=1)
         out_q: list = []
         out_r: list = []
         out_s: list = []
-        _keep_pairs(out_q, out_r, out_s, 0, sims, idx, min_score)
+        _keep_pairs(out_q, out_r, out_s, 0, found[0], found[1], min_score)
         results.append(_concat(out_q, out_r, out_s))
     return results
 
@@ -377,7 +380,7 @@ def _map(fn, items: Sequence) -> list:
     training took 22 s instead of 0.3 s; adding 1M codes to an IVF index with two OpenMP
     threads took 8 s of wall time, in one thread 5.4 s).
     """
-    threads = min(len(items), _cores())
+    threads = min(len(items), available_cores())
     if threads <= 1:
         with _faiss_threads(1):
             return [fn(item) for item in items]
@@ -456,7 +459,7 @@ class IvfIndex:
         self._prepare_encoder(ivf, quantizer)
         # Each core encodes a contiguous part of the reference into its own trained, empty
         # copy; the parts are merged in order.
-        parts = np.linspace(0, n, min(_cores(), n // IVF_MIN_ROWS) + 1).astype(np.int64)
+        parts = np.linspace(0, n, min(available_cores(), n // IVF_MIN_ROWS) + 1).astype(np.int64)
         copies = [ivf] + [faiss.clone_index(ivf) for _ in range(len(parts) - 2)]
 
         def build_part(i: int):
@@ -822,10 +825,6 @@ class MultiIndexHash:
         return out
 
 
-def _cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def exact_matches(reference: np.ndarray, query: np.ndarray) -> Neighbours:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from splitaudit._os import available_cores
 from splitaudit.errors import InvalidInputError, MissingWeightsError, SplitAuditError, invalid_param
 
 #: The only model so far: ImageNet MobileNetV2 (alpha 1.0), include_top=False, global average
@@ -474,8 +475,7 @@ class Embedder:
         With one thread per op, parts of ``PART_SIZE`` images, and at least one per core; with
         ops split over the cores, one part per core. Never more parts than images.
         """
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        cores = max(1, cores or 1)
+        cores = max(1, available_cores())
         wanted = max(cores, -(-self.batch_size // PART_SIZE)) if one_thread_per_op else cores
         return min(self.batch_size, wanted)
 
